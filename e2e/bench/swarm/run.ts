@@ -1,0 +1,173 @@
+/**
+ * Swarm benchmark runner: for each peer count, builds a shaped testbed of
+ * network namespaces, runs every selected system on it one after another,
+ * and prints a markdown table; also writes a CDF plot (SVG) and optionally
+ * the report and raw JSON. Run `node e2e/bench/swarm/run.ts --help`.
+ */
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { cpus, release, tmpdir, totalmem } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { exitCodeOf } from '../../../src/errors.ts'
+import { createLogger } from '../../../src/log.ts'
+import { renderCdfSvg } from './cdf-svg.ts'
+import { runCommand } from './commands.ts'
+import { TestbedError } from './errors.ts'
+import { TIME_BINARY } from './host-process.ts'
+import { lowerBound } from './lower-bound.ts'
+import { measureSystem } from './measure.ts'
+import { HELP, parseOptions, type BenchOptions } from './options.ts'
+import { startOrigin } from './origin.ts'
+import { writeRandomFile } from './random-file.ts'
+import { renderReport } from './report-table.ts'
+import type { BenchResults, ScenarioResult } from './results.ts'
+import { bittorrentSystem } from './systems/bittorrent.ts'
+import { dfnodeSystem } from './systems/dfnode.ts'
+import { directSystem } from './systems/direct.ts'
+import { ipfsSystem } from './systems/ipfs.ts'
+import type { BenchFile, BenchSystem } from './systems/system.ts'
+import { removeLeftovers, Testbed, testbedPrefix } from './testbed.ts'
+import { ORIGIN, scenarioHosts, SUPERNODE } from './topology.ts'
+
+/** Namespace family of the runner; each run uses `dfb-<pid>-`. */
+export const NAMESPACE_FAMILY = 'dfb-'
+const SYSTEMS: Record<string, BenchSystem> = { direct: directSystem, bittorrent: bittorrentSystem, ipfs: ipfsSystem, dfnode: dfnodeSystem }
+const PROJECT_ROOT = resolve(import.meta.dirname, '..', '..', '..')
+const log = createLogger({ role: 'bench' })
+
+async function main (argv: readonly string[]): Promise<void> {
+  const options = parseOptions(argv)
+  if (options.help) {
+    process.stdout.write(HELP)
+    return
+  }
+  await checkPrerequisites()
+  if (options.cleanup) {
+    const report = await removeLeftovers(NAMESPACE_FAMILY)
+    process.stdout.write(`removed ${report.removed.length} namespace(s)${report.removed.length > 0 ? ': ' + report.removed.join(', ') : ''}\n`)
+    if (report.inUse.length > 0) process.stdout.write(`kept ${report.inUse.length} namespace(s) of runs that are still alive: ${report.inUse.join(', ')}\n`)
+    return
+  }
+  await runBenchmark(options, argv)
+}
+
+async function runBenchmark (options: BenchOptions, argv: readonly string[]): Promise<void> {
+  const prefix = testbedPrefix(NAMESPACE_FAMILY)
+  const workDir = await mkdtemp(join(tmpdir(), 'dfb-'))
+  let testbed: Testbed | undefined
+  const cleanUp = async (): Promise<void> => {
+    const current = testbed
+    testbed = undefined
+    await current?.destroy()
+    if (!options.keepFiles) await rm(workDir, { recursive: true, force: true })
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log.warn({ signal }, 'interrupted: removing the testbed')
+    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  try {
+    // 1. The file every system distributes.
+    const file: BenchFile = { path: join(workDir, 'origin', 'blob.bin'), name: 'blob.bin', size: options.fileBytes, sha256: '' }
+    await mkdir(dirname(file.path), { recursive: true })
+    log.info({ bytes: file.size, path: file.path }, 'writing the random file')
+    file.sha256 = await writeRandomFile(file.path, file.size)
+
+    const results: BenchResults = {
+      command: ['node', 'e2e/bench/swarm/run.ts', ...argv].join(' '),
+      startedAt: new Date().toISOString(),
+      machine: await describeMachine(),
+      settings: { fileBytes: file.size, peerMbit: options.peerMbit, originMbit: options.originMbit, supernodeMbit: options.supernodeMbit },
+      scenarios: []
+    }
+
+    // 2. One testbed per peer count; every system runs on the same one.
+    for (const peerCount of options.peerCounts) {
+      const hosts = scenarioHosts(peerCount, options)
+      const peerHosts = hosts.slice(2)
+      const bound = lowerBound({
+        fileBytes: file.size,
+        originUploadMbit: options.originMbit,
+        peerUploadMbit: peerHosts.map((host) => host.uploadMbit),
+        peerDownloadMbit: peerHosts.map((host) => host.downloadMbit)
+      })
+      const timeoutMs = 1000 * (options.timeoutSeconds ?? Math.ceil(3 * peerCount * file.size * 8 / (options.originMbit * 1e6) + 60))
+      log.info({ peerCount, lowerBoundSeconds: bound.seconds, timeoutMs }, 'building the testbed')
+      testbed = await Testbed.create(prefix, hosts)
+      const origin = await startOrigin({ host: testbed.host(ORIGIN.name), port: options.originPort, file, nodeBinary: nodeBinary(), usageDir: workDir })
+
+      const scenario: ScenarioResult = { peerCount, lowerBound: bound, records: [] }
+      for (const id of options.systems) {
+        const system = SYSTEMS[id]
+        if (system == null) continue
+        const record = await measureSystem(system, {
+          testbed,
+          projectRoot: PROJECT_ROOT,
+          nodeBinary: nodeBinary(),
+          workDir,
+          file,
+          origin: origin.endpoint,
+          supernode: testbed.host(SUPERNODE.name),
+          peers: peerHosts.map((host) => testbed?.host(host.name)).filter((host) => host != null),
+          timeoutMs,
+          keepFiles: options.keepFiles,
+          log: (message) => { log.info(message) }
+        })
+        scenario.records.push(record)
+        const times = record.peers.map((peer) => peer.completedSeconds).filter((value) => value != null)
+        log.info({ system: id, peerCount, status: record.status, lastSeconds: times.length > 0 ? Math.max(...times) : undefined, failure: record.failure }, 'system done')
+      }
+      results.scenarios.push(scenario)
+
+      await origin.process.stop()
+      await testbed.destroy()
+      testbed = undefined
+    }
+
+    // 3. Report, plot and raw results.
+    const report = renderReport(results)
+    process.stdout.write(report)
+    if (options.out != null) await writeOutput(options.out, report)
+    await writeOutput(options.svg, renderCdfSvg(results))
+    if (options.json != null) await writeOutput(options.json, JSON.stringify(results, null, 2) + '\n')
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanUp()
+  }
+}
+
+async function writeOutput (path: string, text: string): Promise<void> {
+  const absolute = resolve(PROJECT_ROOT, path)
+  await mkdir(dirname(absolute), { recursive: true })
+  await writeFile(absolute, text)
+  log.info({ path: absolute }, 'wrote output')
+}
+
+/** The Node 24 binary the project installs, or this process's node. */
+function nodeBinary (): string {
+  const local = join(PROJECT_ROOT, 'node_modules', '.bin', 'node')
+  return existsSync(local) ? local : process.execPath
+}
+
+async function checkPrerequisites (): Promise<void> {
+  if (process.getuid?.() !== 0) throw new TestbedError('the swarm benchmark must run as root: it creates network namespaces and tc qdiscs')
+  for (const [command, args] of [['ip', ['-V']], ['tc', ['-V']], [TIME_BINARY, ['--version']]] as const) {
+    await runCommand(command, args).catch((err: unknown) => {
+      throw new TestbedError(`${command} is required but did not run (${(err as Error).message}); install iproute2 and time`)
+    })
+  }
+}
+
+async function describeMachine (): Promise<string> {
+  const aria2 = await runCommand('aria2c', ['--version']).then((text) => text.split('\n')[0] ?? '').catch(() => 'aria2c missing')
+  return `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}, Node ${process.version}, ${aria2}`
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  log.error({ err }, 'swarm benchmark failed')
+  process.stderr.write(`swarm benchmark failed: ${(err as Error).message}\n`)
+  process.exitCode = exitCodeOf(err)
+})

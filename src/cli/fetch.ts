@@ -1,0 +1,113 @@
+/**
+ * `dfnode fetch URL`: downloads one file through the swarm.
+ */
+import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
+import { formatDuration } from '../config/units.ts'
+import { ExitCode, TimeoutError } from '../errors.ts'
+import { fetchFile, type FetchResult } from '../swarm/fetch-file.ts'
+import { booleanOption, listOption, stringOption, type Command, type Invocation } from './command.ts'
+import { checkDigest, parseHeaders, resolveOutput } from './fetch-input.ts'
+import { formatSummary, ProgressBar } from './progress.ts'
+import { loadCommandConfig, runWithLogger } from './setup.ts'
+import { InterruptedError, onTermination } from './signals.ts'
+
+/** Builds the command around a download function; tests pass a stand-in while the swarm engine cannot run. */
+export function createFetchCommand (fetch: typeof fetchFile = fetchFile): Command {
+  return {
+    name: 'fetch',
+    arguments: '<url>',
+    description: [
+      'Download a file through the swarm: from peers and supernodes, from the origin only as a last resort.',
+      'Exit codes: 2 invalid input, 3 not found at the origin, 4 verification failed, 5 timed out, 6 origin error, 7 no source reachable.'
+    ],
+    options: [
+      { name: 'output', short: 'o', type: 'string', description: 'File to write (default: the last segment of the URL path, in the current directory)' },
+      { name: 'digest', type: 'string', description: 'Expected digest sha256:<64 hex>; keys the download and is checked at the end (default: none, the URL is the key)' },
+      { name: 'header', short: 'H', type: 'string', description: "Header sent to the origin, as 'Name: value'; repeatable (default: none)" },
+      { name: 'filter', type: 'string', description: `Comma-separated query parameters left out of the URL key; replaces the default list (default: ${DEFAULT_QUERY_FILTER.join(',')})` },
+      { name: 'supernode', type: 'string', description: 'Supernode multiaddr; repeatable, replaces the configured list (default: the config, else /etc/dragonfly.conf)' },
+      { name: 'timeout', type: 'string', description: 'Time limit: seconds, or a duration such as 90s, 5m, 1h (default: 0, no limit)' },
+      { name: 'no-back-source', type: 'boolean', description: 'Fail instead of downloading from the origin when no supernode or peer has the file (default: download from the origin)' },
+      { name: 'json', type: 'boolean', description: 'Print the result as one JSON object on stdout and nothing else there (default: off)' },
+      { name: 'listen', type: 'string', description: 'Multiaddr to listen on for other peers while fetching; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
+      { name: 'seed-time', type: 'string', description: 'Time to keep serving pieces to other peers after the download: seconds or a duration (default: 0)' }
+    ],
+    examples: [
+      'fetch https://example.com/images/base.tar -o base.tar',
+      'fetch https://registry.example.com/v2/app/blobs/sha256:<hex> --digest sha256:<hex> -H "Authorization: Bearer $TOKEN"'
+    ],
+    run: async invocation => await runFetch(invocation, fetch)
+  }
+}
+
+export const fetchCommand = createFetchCommand()
+
+async function runFetch (invocation: Invocation, fetch: typeof fetchFile): Promise<number> {
+  const { args, options, io } = invocation
+
+  // 1. Check the arguments before anything starts.
+  const url = parseHttpUrl(args[0] ?? '')
+  const digest = stringOption(options, 'digest')
+  if (digest != null) checkDigest(digest)
+  const headers = parseHeaders(listOption(options, 'header') ?? [])
+  const output = await resolveOutput(stringOption(options, 'output'), url, io.cwd)
+  const json = booleanOption(options, 'json') === true
+
+  // 2. Load the configuration.
+  const config = await loadCommandConfig(invocation, 'fetch', {
+    supernodes: listOption(options, 'supernode'),
+    filter: listOption(options, 'filter'),
+    timeoutMs: stringOption(options, 'timeout'),
+    backSource: booleanOption(options, 'back-source'),
+    listen: listOption(options, 'listen'),
+    seedMs: stringOption(options, 'seed-time')
+  })
+
+  return await runWithLogger(config, 'fetch', async logger => {
+    // 3. Wire termination signals and the time limit to one abort signal; the limit covers the download, not the seeding period.
+    const interrupt = new AbortController()
+    const removeHandlers = onTermination(['SIGINT', 'SIGTERM'], received => interrupt.abort(new InterruptedError(received)))
+    const deadline = new AbortController()
+    let complete = false
+    if (config.timeoutMs > 0) {
+      const timeout = AbortSignal.timeout(config.timeoutMs)
+      timeout.addEventListener('abort', () => { if (!complete) deadline.abort(timeout.reason) }, { once: true })
+    }
+    const signal = AbortSignal.any([interrupt.signal, deadline.signal])
+
+    // 4. Show progress on a terminal unless stdout is for JSON, and report the result once.
+    const progress = !json && io.stderr.isTTY === true ? new ProgressBar(io.stderr) : undefined
+    const report = (result: FetchResult): void => {
+      if (complete) return
+      complete = true
+      progress?.clear()
+      if (json) io.stdout.write(`${JSON.stringify(result)}\n`)
+      else io.stderr.write(`${formatSummary(result)}\n`)
+      if (!json && config.seedMs > 0) io.stderr.write(`serving pieces to other peers for ${formatDuration(config.seedMs)}; press Ctrl-C to stop\n`)
+    }
+
+    try {
+      // 5. Report the result as soon as the file is complete, before the seeding period.
+      const result = await fetch(config, logger, {
+        url: url.href,
+        output,
+        ...(digest != null ? { digest } : {}),
+        headers,
+        signal,
+        onProgress: update => progress?.update(update),
+        onComplete: report
+      })
+      report(result)
+      return ExitCode.ok
+    } catch (err) {
+      progress?.clear()
+      if (deadline.signal.aborted) {
+        throw new TimeoutError(`download of ${url.origin}${url.pathname} timed out after ${formatDuration(config.timeoutMs)}: raise --timeout, or check that a supernode or the origin is reachable`, { cause: err })
+      }
+      if (interrupt.signal.aborted) throw interrupt.signal.reason
+      throw err
+    } finally {
+      removeHandlers()
+    }
+  })
+}

@@ -1,0 +1,137 @@
+/**
+ * The dfnode program: the command list, argument parsing with sade, and the
+ * mapping of errors to one stderr line and an exit code.
+ * A new command is one file exporting a Command plus one line in COMMANDS.
+ */
+import sade from 'sade'
+import packageJson from '../../package.json' with { type: 'json' }
+import { ExitCode, UsageError, exitCodeOf } from '../errors.ts'
+import { scanArguments } from './arguments.ts'
+import { processIo, type Command, type CommandIo, type OptionSpec, type ParsedOptions } from './command.ts'
+import { fetchCommand } from './fetch.ts'
+import { GLOBAL_OPTIONS } from './setup.ts'
+import { supernodeCommand } from './supernode.ts'
+
+/** Commands in the order `dfnode --help` lists them. */
+const COMMANDS: readonly Command[] = [
+  supernodeCommand,
+  fetchCommand
+]
+
+const PROGRAM = 'dfnode'
+
+/**
+ * Runs the command line `argv` (as process.argv: node, script, arguments) and resolves to
+ * the exit code. Errors become one `dfnode: <message>` line on stderr.
+ */
+export async function main (argv: readonly string[], io: CommandIo = processIo(), commands: readonly Command[] = COMMANDS): Promise<number> {
+  try {
+    return await dispatch(argv, io, commands)
+  } catch (err) {
+    io.stderr.write(`${PROGRAM}: ${oneLine(err instanceof Error ? err.message : String(err))}\n`)
+    return exitCodeOf(err)
+  }
+}
+
+async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
+  const args = argv.slice(2)
+  const program = buildProgram(commands)
+  const names = commands.map(command => command.name).join(', ')
+
+  // 1. Find the command, wherever it stands among the options.
+  const scan = scanArguments(args, valueOptionNames(commands))
+  if (scan.commandIndex == null) {
+    if (scan.helpOrVersion) {
+      program.parse([...argv])
+      return ExitCode.ok
+    }
+    throw new UsageError(`missing command: expected one of ${names}; run ${PROGRAM} --help for usage`)
+  }
+  const name = args[scan.commandIndex] ?? ''
+  const command = commands.find(candidate => candidate.name === name)
+  if (command == null) {
+    throw new UsageError(`unknown command "${name}": expected one of ${names}; run ${PROGRAM} --help for usage`)
+  }
+
+  // 2. Check the positional arguments here, because sade exits with status 1 on missing ones.
+  const required = (command.arguments ?? '').split(/\s+/).filter(argument => argument.startsWith('<'))
+  const missing = required[scan.positionals.length]
+  if (!scan.helpOrVersion && missing != null) {
+    throw new UsageError(`missing ${missing.slice(1, -1)}: usage ${PROGRAM} ${command.name} ${command.arguments ?? ''} [options]`)
+  }
+
+  // 3. Parse with the command name first, which is where sade looks for it.
+  const reordered = [argv[0] ?? 'node', argv[1] ?? PROGRAM, name, ...args.filter((_, index) => index !== scan.commandIndex)]
+  const parsed = program.parse(reordered, {
+    lazy: true,
+    boolean: optionNames(command, 'boolean'),
+    string: optionNames(command, 'string'),
+    default: negatedOptionDefaults(command),
+    unknown: flag => {
+      throw new UsageError(`unknown option ${flag} for ${PROGRAM} ${command.name}: run ${PROGRAM} ${command.name} --help for its options`)
+    }
+  }) as sade.LazyOutput | undefined
+
+  // sade printed the help or the version.
+  if (parsed == null) return ExitCode.ok
+
+  // 4. Run the command.
+  const options = parsed.args[parsed.args.length - 1] as unknown as ParsedOptions & { _: string[] }
+  const positionals = (parsed.args.slice(0, -1) as Array<string | undefined>).filter((value): value is string => value != null)
+  const extra = options._[0]
+  if (extra != null) {
+    throw new UsageError(`unexpected argument "${extra}": usage ${PROGRAM} ${command.name} ${command.arguments ?? ''} [options]`)
+  }
+  return await command.run({ args: positionals, options, io })
+}
+
+/** Registers the commands and their options with sade, which prints the help from them. */
+function buildProgram (commands: readonly Command[]): sade.Sade {
+  const program = sade(PROGRAM)
+    .version(packageJson.version)
+    .describe('Peer-to-peer distribution of container images and large files.')
+
+  for (const option of GLOBAL_OPTIONS) program.option(flagOf(option), option.description)
+
+  for (const command of commands) {
+    program.command(`${command.name} ${command.arguments ?? ''}`.trim())
+    program.describe([...command.description])
+    for (const option of command.options) program.option(flagOf(option), option.description)
+    for (const example of command.examples ?? []) program.example(example)
+  }
+  return program
+}
+
+/** Formats an option as sade takes it: `-o, --output` or `--listen`. */
+function flagOf (option: OptionSpec): string {
+  return option.short != null ? `-${option.short}, --${option.name}` : `--${option.name}`
+}
+
+/** Long names of the options of `type` of a command and the global ones; mri needs them to read values right. */
+function optionNames (command: Command, type: OptionSpec['type']): string[] {
+  return [...GLOBAL_OPTIONS, ...command.options].filter(option => option.type === type).map(option => option.name)
+}
+
+/** Makes mri accept `--no-x` options: it reads them as `x` set to false, so `x` must be a known key. */
+function negatedOptionDefaults (command: Command): Record<string, undefined> {
+  const defaults: Record<string, undefined> = {}
+  for (const option of [...GLOBAL_OPTIONS, ...command.options]) {
+    if (option.type === 'boolean' && option.name.startsWith('no-')) defaults[option.name.slice(3)] = undefined
+  }
+  return defaults
+}
+
+/** Long names and one-letter aliases of every option that takes a value, for the first pass over the arguments. */
+function valueOptionNames (commands: readonly Command[]): Set<string> {
+  const names = new Set<string>()
+  for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {
+    if (option.type !== 'string') continue
+    names.add(option.name)
+    if (option.short != null) names.add(option.short)
+  }
+  return names
+}
+
+function oneLine (message: string): string {
+  return message.replace(/\s*\n\s*/g, ' ').trim()
+}

@@ -1,0 +1,136 @@
+/**
+ * `dfnode proxy`: runs the registry mirror and HTTP proxy on this host until
+ * SIGINT or SIGTERM.
+ */
+import { readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { parseDocument } from 'yaml'
+import { parseDuration } from '../config/units.ts'
+import { ConfigError, ExitCode, UsageError } from '../errors.ts'
+import { OriginBlobSource } from '../proxy/origin-blob-source.ts'
+import { resolveProxyOptions, type ProxyOptionsInput } from '../proxy/options.ts'
+import { ProxyServer } from '../proxy/server.ts'
+import { Upstream } from '../proxy/upstream.ts'
+import { loadUpstreamTls } from '../proxy/upstream-tls.ts'
+import { booleanOption, listOption, stringOption, type Command, type Invocation, type ParsedOptions } from './command.ts'
+import { loadCommandConfig, runWithLogger } from './setup.ts'
+import { onTermination } from './signals.ts'
+
+/** Keys a proxy settings file may contain. */
+const SETTINGS_KEYS: ReadonlyArray<keyof ProxyOptionsInput> = ['host', 'port', 'registry', 'registries', 'rules', 'hijackHttps', 'hijack', 'caCert', 'caKey', 'authCacheTtlMs', 'maxHeaderSize', 'headersTimeoutMs', 'bodyTimeoutMs']
+
+export const proxyCommand: Command = {
+  name: 'proxy',
+  description: [
+    'Run the registry mirror and HTTP proxy of this host: blob GETs go through the swarm, everything else to the registry.',
+    'Mirror: point containerd (dfnode containerd-config), Docker registry-mirrors or skopeo/podman mirrors at it.',
+    'Proxy: set HTTP_PROXY/HTTPS_PROXY to it; with --hijack-https, HTTPS to the configured registries is intercepted.'
+  ],
+  options: [
+    { name: 'host', type: 'string', description: 'Address to listen on (default: 127.0.0.1)' },
+    { name: 'port', type: 'string', description: 'TCP port to listen on (default: 65001)' },
+    { name: 'registry', type: 'string', description: 'Default upstream registry URL for /v2/ requests without ?ns= (default: none)' },
+    { name: 'proxy-config', type: 'string', description: 'YAML file with proxy settings: registries, rules, hijack and the keys of these flags (default: none)' },
+    { name: 'hijack-https', type: 'boolean', description: 'Intercept HTTPS CONNECT tunnels to the configured registries or --hijack-host patterns (default: off, plain tunnels)' },
+    { name: 'hijack-host', type: 'string', description: 'Regular expression matched against host:port of CONNECT requests to intercept; repeatable (default: the configured registries)' },
+    { name: 'ca-cert', type: 'string', description: 'CA certificate that signs intercepted hosts\' certificates (default: <data dir>/ca/ca.crt)' },
+    { name: 'ca-key', type: 'string', description: 'Private key of that CA (default: <data dir>/ca/ca.key)' },
+    { name: 'auth-cache-ttl', type: 'string', description: 'How long an allowed blob authorization check is reused: seconds or a duration such as 30s (default: 30s)' }
+  ],
+  examples: [
+    'proxy --registry https://registry.example.com',
+    'proxy --registry https://registry.example.com --hijack-https --ca-cert /etc/dfnode/ca/ca.crt --ca-key /etc/dfnode/ca/ca.key'
+  ],
+  run: async invocation => await runProxy(invocation)
+}
+
+async function runProxy (invocation: Invocation): Promise<number> {
+  const { options, io } = invocation
+  const config = await loadCommandConfig(invocation, 'proxy', {})
+
+  // 1. Settings file first, then flags.
+  const settingsPath = stringOption(options, 'proxy-config')
+  const input: ProxyOptionsInput = settingsPath != null ? await readSettings(resolve(io.cwd, settingsPath)) : {}
+  applyFlags(input, options, io.cwd)
+  if (input.hijackHttps === true) {
+    input.caCert ??= join(config.dataDir, 'ca', 'ca.crt')
+    input.caKey ??= join(config.dataDir, 'ca', 'ca.key')
+  }
+  const proxyOptions = resolveProxyOptions(input)
+
+  return await runWithLogger(config, 'proxy', async logger => {
+    const stopRequested = Promise.withResolvers<NodeJS.Signals>()
+    const removeHandlers = onTermination(['SIGINT', 'SIGTERM'], signal => stopRequested.resolve(signal))
+    const upstream = new Upstream({ tlsFor: await loadUpstreamTls(proxyOptions), headersTimeoutMs: proxyOptions.headersTimeoutMs, bodyTimeoutMs: proxyOptions.bodyTimeoutMs })
+    // NOTE: blobs come straight from the origin (one download per host) until the swarm's BlobSource is wired in here.
+    const blobSource = new OriginBlobSource({ directory: join(config.dataDir, 'proxy-blobs'), upstream, logger })
+    const server = new ProxyServer({ logger, blobSource, upstream }, proxyOptions)
+    try {
+      await blobSource.start()
+      await server.start()
+      io.stdout.write(`${server.url}\n`)
+
+      const signal = await stopRequested.promise
+      logger.info({ signal }, 'stopping proxy')
+      await server.stop()
+      return ExitCode.ok
+    } finally {
+      removeHandlers()
+      await blobSource.stop()
+      await upstream.close()
+    }
+  })
+}
+
+function applyFlags (input: ProxyOptionsInput, options: ParsedOptions, cwd: string): void {
+  const host = stringOption(options, 'host')
+  if (host != null) input.host = host
+  const port = stringOption(options, 'port')
+  if (port != null) {
+    if (!/^[0-9]+$/.test(port)) throw new UsageError(`invalid --port "${port}": expected a TCP port number from 0 to 65535`)
+    input.port = Number(port)
+  }
+  const registry = stringOption(options, 'registry')
+  if (registry != null) input.registry = registry
+  const hijackHttps = booleanOption(options, 'hijack-https')
+  if (hijackHttps != null) input.hijackHttps = hijackHttps
+  const hijackHosts = listOption(options, 'hijack-host')
+  if (hijackHosts != null) input.hijack = hijackHosts.map(pattern => ({ host: pattern }))
+  const caCert = stringOption(options, 'ca-cert')
+  if (caCert != null) input.caCert = resolve(cwd, caCert)
+  const caKey = stringOption(options, 'ca-key')
+  if (caKey != null) input.caKey = resolve(cwd, caKey)
+  const ttl = stringOption(options, 'auth-cache-ttl')
+  if (ttl != null) {
+    const ms = parseDuration(ttl, 's')
+    if (ms == null) throw new UsageError(`invalid --auth-cache-ttl "${ttl}": expected seconds or a duration such as 30s or 2m`)
+    input.authCacheTtlMs = ms
+  }
+}
+
+/** Reads a YAML mapping of proxy settings; relative file paths in it resolve against its directory. */
+async function readSettings (path: string): Promise<ProxyOptionsInput> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read proxy settings ${path}: ${(err as Error).message}; fix the path given by --proxy-config`, { cause: err })
+  }
+  const document = parseDocument(text)
+  if (document.errors[0] != null) throw new ConfigError(`invalid YAML in ${path}: ${document.errors[0].message.split('\n')[0] ?? ''}`)
+  const value: unknown = document.toJS()
+  if (value == null) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`invalid proxy settings ${path}: expected a mapping of keys such as "registry: https://registry.example.com"`)
+  for (const key of Object.keys(value)) {
+    if (!(SETTINGS_KEYS as readonly string[]).includes(key)) throw new ConfigError(`unknown key "${key}" in ${path}: expected one of ${SETTINGS_KEYS.join(', ')}`)
+  }
+
+  const settings = value as ProxyOptionsInput
+  const base = resolve(path, '..')
+  if (typeof settings.caCert === 'string') settings.caCert = resolve(base, settings.caCert)
+  if (typeof settings.caKey === 'string') settings.caKey = resolve(base, settings.caKey)
+  for (const entry of [...(Array.isArray(settings.registries) ? settings.registries : []), ...(Array.isArray(settings.hijack) ? settings.hijack : [])]) {
+    if (typeof entry?.ca === 'string') entry.ca = resolve(base, entry.ca)
+  }
+  return settings
+}

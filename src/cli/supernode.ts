@@ -1,0 +1,66 @@
+/**
+ * `dfnode supernode`: runs a supernode until SIGINT or SIGTERM.
+ */
+import { ExitCode } from '../errors.ts'
+import { startSupernode } from '../supernode/start.ts'
+import { listOption, stringOption, type Command, type Invocation } from './command.ts'
+import { loadCommandConfig, runWithLogger } from './setup.ts'
+import { onTermination } from './signals.ts'
+
+/** Builds the command around a start function; tests pass a stand-in while the supernode engine cannot run. */
+export function createSupernodeCommand (start: typeof startSupernode = startSupernode): Command {
+  return {
+    name: 'supernode',
+    description: [
+      'Run a supernode: bootstrap peer and DHT server that fetches each content from the origin once and seeds it to the swarm.',
+      'Prints each listen multiaddr (with /p2p/<peer id>) on its own stdout line once started; stops cleanly on SIGINT or SIGTERM.'
+    ],
+    options: [
+      { name: 'listen', type: 'string', description: 'Multiaddr to listen on; repeatable (default: /ip4/0.0.0.0/tcp/8002)' },
+      { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
+      { name: 'allow-origin', type: 'string', description: 'Host (host or host:port, * for any) the supernode may fetch from; repeatable (default: none)' },
+      { name: 'piece-size', type: 'string', description: 'Piece size: bytes or with a unit, a power of two from 64KiB to 64MiB (default: 4MiB)' },
+      { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 500GB or 1TiB (default: 20GiB)' }
+    ],
+    examples: [
+      'supernode --allow-origin registry.example.com --listen /ip4/0.0.0.0/tcp/8002'
+    ],
+    run: async invocation => await runSupernode(invocation, start)
+  }
+}
+
+export const supernodeCommand = createSupernodeCommand()
+
+async function runSupernode (invocation: Invocation, start: typeof startSupernode): Promise<number> {
+  const { options, io } = invocation
+
+  const config = await loadCommandConfig(invocation, 'supernode', {
+    listen: listOption(options, 'listen'),
+    announce: listOption(options, 'announce'),
+    allowOrigins: listOption(options, 'allow-origin'),
+    pieceSize: stringOption(options, 'piece-size'),
+    storeQuotaBytes: stringOption(options, 'store-quota')
+  })
+
+  return await runWithLogger(config, 'supernode', async logger => {
+    // 1. Listen for termination first, so that a signal during start-up stops the supernode once it is up.
+    const stopRequested = Promise.withResolvers<NodeJS.Signals>()
+    const removeHandlers = onTermination(['SIGINT', 'SIGTERM'], signal => stopRequested.resolve(signal))
+
+    try {
+      // 2. Start and print the addresses other nodes are configured with.
+      const handle = await start(config, logger)
+      for (const address of handle.multiaddrs) io.stdout.write(`${address}\n`)
+      logger.info({ peerId: handle.peerId, multiaddrs: handle.multiaddrs }, 'supernode started')
+
+      // 3. Run until a signal, then stop.
+      const signal = await stopRequested.promise
+      logger.info({ signal }, 'stopping supernode')
+      await handle.stop()
+      logger.info('supernode stopped')
+      return ExitCode.ok
+    } finally {
+      removeHandlers()
+    }
+  })
+}

@@ -1,0 +1,83 @@
+/**
+ * libp2p node factory: TCP, noise, yamux, identify, ping, a private Kademlia
+ * DHT and gossipsub.
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify, type Identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { ping, type Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+
+/** Protocol id of dfnode's DHT, kept apart from the public IPFS DHT. */
+export const DHT_PROTOCOL = '/dfnode/kad/1.0.0'
+
+export type NodeServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+  pubsub: GossipSub
+}
+
+export type DfnodeLibp2p = Libp2p<NodeServices>
+
+export interface NodeInit {
+  privateKey: PrivateKey
+  /** Listen multiaddrs, e.g. /ip4/0.0.0.0/tcp/0. */
+  listen: string[]
+  /** Extra multiaddrs to advertise. */
+  announce?: string[]
+}
+
+/**
+ * Creates and starts a node. The DHT runs in server mode and keeps private and
+ * loopback addresses, because dfnode swarms live on LANs where the kad-dht
+ * default (dropping private addresses) would hide every provider.
+ */
+export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
+  const node = await createLibp2p({
+    privateKey: init.privateKey,
+    addresses: {
+      listen: init.listen,
+      announce: init.announce ?? []
+    },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: {
+      maxConnections: 512
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: false,
+        peerInfoMapper: passthroughMapper,
+        allowQueryWithZeroPeers: true
+      }),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        floodPublish: true,
+        heartbeatInterval: 500,
+        maxInboundDataLength: 1024 * 1024
+      })
+    }
+  })
+  return node
+}
+
+/** Returns the node's listen addresses with its peer id, as strings. */
+export function nodeAddresses (node: DfnodeLibp2p): string[] {
+  return node.getMultiaddrs().map(address => address.toString())
+}
+
+/** Parses a multiaddr string, returning the libp2p value. */
+export function toMultiaddr (value: string): ReturnType<typeof multiaddr> {
+  return multiaddr(value)
+}

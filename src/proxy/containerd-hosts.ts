@@ -1,0 +1,49 @@
+/**
+ * containerd registry host configuration (`certs.d/<host>/hosts.toml`, read by
+ * containerd 1.5 and later when `config_path` or `--hosts-dir` points at the
+ * directory) that sends pulls through the proxy and falls back to the registry.
+ */
+import { UsageError } from '../errors.ts'
+
+export interface ContainerdHostsInput {
+  /** Registry name as images refer to it: `docker.io`, `registry.example.com:5000`. */
+  registry: string
+  /** Registry URL; default https://registry-1.docker.io for docker.io, https://<registry> otherwise. */
+  server?: string
+  /** Proxy URL; default http://127.0.0.1:65001. */
+  proxy?: string
+}
+
+/** Checks a registry name for use as a directory name under certs.d. */
+export function checkRegistryName (value: string): string {
+  if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/i.test(value) || value.includes('..')) {
+    throw new UsageError(`invalid --registry "${value}": expected a registry host such as docker.io or registry.example.com:5000`)
+  }
+  return value.toLowerCase()
+}
+
+/** Renders hosts.toml for one registry. */
+export function renderContainerdHosts (input: ContainerdHostsInput): string {
+  const registry = checkRegistryName(input.registry)
+  const server = input.server ?? (registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`)
+  const proxy = input.proxy ?? 'http://127.0.0.1:65001'
+  for (const [flag, value] of [['--server', server], ['--proxy', proxy]] as const) {
+    let url: URL | undefined
+    try {
+      url = new URL(value)
+    } catch {}
+    if (url == null || (url.protocol !== 'http:' && url.protocol !== 'https:') || value.includes('"')) {
+      throw new UsageError(`invalid ${flag} "${value}": expected an http:// or https:// URL`)
+    }
+  }
+  return [
+    '# Written by `dfnode containerd-config`: containerd pulls this registry\'s',
+    '# content through the dfnode proxy, which it tells the registry with ?ns=,',
+    '# and goes to the server itself when the proxy fails.',
+    `server = "${server.replace(/\/+$/, '')}"`,
+    '',
+    `[host."${proxy.replace(/\/+$/, '')}"]`,
+    '  capabilities = ["pull", "resolve"]',
+    ''
+  ].join('\n')
+}

@@ -1,0 +1,185 @@
+/**
+ * The per-host proxy: registry mirror for `/v2/…` on the proxy itself, HTTP
+ * forward proxy for absolute URIs, CONNECT tunnels with optional interception.
+ * Blob GETs go through the blob source; everything else passes through.
+ */
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { TLSSocket } from 'node:tls'
+import type { Logger } from '../log.ts'
+import { trackRequest, withoutQuery } from './access-log.ts'
+import { AuthorizationCheck } from './auth-check.ts'
+import type { BlobSource } from './blob-source.ts'
+import { LeafCertificates, loadCa } from './certificates.ts'
+import { handleConnect, type ConnectContext } from './connect.ts'
+import type { ProxyOptions } from './options.ts'
+import { passThrough } from './pass-through.ts'
+import { isTargetError, resolveForwardTarget, resolveMirrorTarget, resolveOriginTarget, type RequestTarget, type TargetError } from './request-target.ts'
+import { sendError } from './responses.ts'
+import { routeOf } from './rules.ts'
+import { serveBlob } from './serve-blob.ts'
+import type { Upstream } from './upstream.ts'
+import { withPort } from './upstream-tls.ts'
+
+export interface ProxyComponents {
+  logger: Logger
+  /** Supplier of blob bytes: the swarm, or OriginBlobSource. */
+  blobSource: BlobSource
+  /** Client for upstreams, with TLS settings from loadUpstreamTls; the caller closes it. */
+  upstream: Upstream
+}
+
+export class ProxyServer {
+  private readonly components: ProxyComponents
+  private readonly options: ProxyOptions
+  private readonly server: Server
+  private readonly interceptServer: Server
+  private readonly interceptOrigins = new WeakMap<object, string>()
+  private readonly sockets = new Set<Duplex>()
+  private readonly authorization: AuthorizationCheck
+  private certificates: LeafCertificates | undefined
+  private readonly inFlight = new Set<Promise<void>>()
+
+  constructor (components: ProxyComponents, options: ProxyOptions) {
+    this.components = components
+    this.options = options
+    const serverOptions = { maxHeaderSize: options.maxHeaderSize, requestTimeout: 0, headersTimeout: 60_000 }
+    this.server = createServer(serverOptions, (req, res) => { this.track(this.handle(req, res, undefined)) })
+    this.interceptServer = createServer(serverOptions, (req, res) => { this.track(this.handle(req, res, this.interceptOrigins.get(req.socket))) })
+    for (const server of [this.server, this.interceptServer]) {
+      server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.rejectMalformed(err, socket) })
+    }
+    this.authorization = new AuthorizationCheck({ upstream: components.upstream, ttlMs: options.authCacheTtlMs })
+  }
+
+  /** Reads the interception CA, if any, and starts listening. */
+  async start (): Promise<void> {
+    // 1. Load the interception CA.
+    if (this.options.hijackHttps && this.options.caCert != null && this.options.caKey != null) {
+      this.certificates = new LeafCertificates(await loadCa(this.options.caCert, this.options.caKey))
+    }
+
+    // 2. Accept CONNECT requests.
+    const connectContext: ConnectContext = {
+      logger: this.components.logger,
+      intercepts: authority => this.intercepts(authority),
+      acceptIntercepted: (socket: TLSSocket, origin: string) => {
+        this.interceptOrigins.set(socket, origin)
+        this.interceptServer.emit('connection', socket)
+      },
+      sockets: this.sockets
+    }
+    if (this.certificates != null) connectContext.certificates = this.certificates
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.track(handleConnect(connectContext, req, socket, head))
+    })
+
+    // 3. Listen.
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    })
+    this.components.logger.info({ url: this.url, registries: this.options.registries.map(r => r.host), hijackHttps: this.options.hijackHttps }, 'proxy listening')
+  }
+
+  /** Stops listening, closes open connections and waits for request handlers to finish. */
+  async stop (): Promise<void> {
+    const closed = new Promise<void>(resolve => { this.server.close(() => { resolve() }) })
+    this.server.closeAllConnections()
+    this.interceptServer.closeAllConnections()
+    for (const socket of this.sockets) socket.destroy()
+    await closed
+    await Promise.allSettled([...this.inFlight])
+    this.components.logger.info({ url: this.url }, 'proxy stopped')
+  }
+
+  /** Address the proxy listens on. */
+  get address (): AddressInfo {
+    const address = this.server.address()
+    if (address == null || typeof address === 'string') throw new Error('the proxy is not listening')
+    return address
+  }
+
+  /** Base URL of the proxy, such as http://127.0.0.1:65001. */
+  get url (): string {
+    const { address, port } = this.address
+    return `http://${address.includes(':') ? `[${address}]` : address}:${port}`
+  }
+
+  private async handle (req: IncomingMessage, res: ServerResponse, interceptOrigin: string | undefined): Promise<void> {
+    const rawUrl = req.url ?? '/'
+    const method = (req.method ?? 'GET').toUpperCase()
+    // 1. Work out the target from the request form.
+    let mode: string
+    let target: RequestTarget | TargetError
+    let logUrl: string
+    if (interceptOrigin != null) {
+      mode = 'intercept'
+      logUrl = `${interceptOrigin}${rawUrl}`
+      target = resolveOriginTarget('intercept', interceptOrigin, rawUrl)
+    } else if (rawUrl.startsWith('/')) {
+      mode = 'mirror'
+      logUrl = rawUrl
+      if (withoutQuery(rawUrl) === '/healthz') {
+        const record = trackRequest(this.components.logger, res, method, logUrl, mode)
+        record.bytes = 3
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 3 }).end('ok\n')
+        return
+      }
+      target = rawUrl === '/v2' || rawUrl.startsWith('/v2/') || rawUrl.startsWith('/v2?')
+        ? resolveMirrorTarget(rawUrl, this.options)
+        : { status: 404, code: 'NAME_UNKNOWN', message: `path ${withoutQuery(rawUrl).slice(0, 200)} is not part of the registry API: this proxy mirrors /v2/ and forwards absolute-URI requests` }
+    } else {
+      mode = 'forward'
+      logUrl = rawUrl
+      target = resolveForwardTarget(rawUrl)
+    }
+    const record = trackRequest(this.components.logger, res, method, logUrl, mode)
+    if (isTargetError(target)) {
+      sendError(res, record, target.status, target.code, target.message)
+      return
+    }
+
+    // 2. Send blob GETs through the blob source and everything else to the upstream.
+    const context = { upstream: this.components.upstream, authorization: this.authorization, blobSource: this.components.blobSource, logger: this.components.logger }
+    try {
+      if (method === 'GET' && target.blob != null && routeOf(target.upstreamUrl, this.options.rules) === 'swarm') {
+        await serveBlob(context, req, res, target.upstreamUrl, target.blob, record)
+      } else {
+        await passThrough(context, req, res, target.upstreamUrl, record)
+      }
+    } catch (err) {
+      this.components.logger.error({ err, method, url: withoutQuery(logUrl) }, 'request handling failed')
+      sendError(res, record, 500, 'UNKNOWN', `proxy failed to handle ${method} ${withoutQuery(logUrl)}: ${(err as Error).message}`)
+    }
+  }
+
+  /** Answers a request node's HTTP parser rejected: 431 for oversized headers, 400 otherwise. */
+  private rejectMalformed (err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy()
+      return
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    const body = status === 431
+      ? `request headers are larger than ${this.options.maxHeaderSize} bytes: send fewer or smaller headers, or raise proxy.maxHeaderSize\n`
+      : `malformed HTTP request (${err.code ?? err.message})\n`
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    this.components.logger.info({ method: undefined, url: undefined, route: 'proxy', status, bytes: Buffer.byteLength(body), reason: err.code }, 'request rejected')
+  }
+
+  private intercepts (authority: string): boolean {
+    if (this.options.hijack.length > 0) return this.options.hijack.some(entry => entry.host.test(authority))
+    return this.options.registries.some(entry => entry.url.protocol === 'https:' && withPort(entry.url.host) === authority)
+  }
+
+  private track (work: Promise<void>): void {
+    const tracked = work.catch(err => { this.components.logger.error({ err }, 'proxy handler failed') })
+    this.inFlight.add(tracked)
+    void tracked.finally(() => { this.inFlight.delete(tracked) })
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * One origin fetch of one content on a supernode: cuts pieces as bytes arrive,
+ * stores and announces each verified piece, and lets any number of seed
+ * streams follow its progress.
+ */
+import type { CID } from 'multiformats/cid'
+import { cutPieces } from '../content/cutter.ts'
+import { choosePieceSize } from '../content/pieces.ts'
+import { DfnodeError, OriginUnreachableError, VerificationError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { OriginClient } from '../origin/client.ts'
+import type { ContentRecords } from '../store/content-records.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import type { Discovery } from '../swarm/discovery.ts'
+
+export interface SeedTaskInit {
+  key: CID
+  url: string
+  headers: Record<string, string>
+  /** Expected content CID when the request named a digest. */
+  expected?: CID
+  pieceSize: number
+}
+
+export interface SeedTaskComponents {
+  origin: OriginClient
+  store: PieceStore
+  records: ContentRecords
+  discovery: Discovery
+  logger: Logger
+}
+
+export type SeedState = 'running' | 'done' | 'failed'
+
+export class SeedTask {
+  readonly key: CID
+  state: SeedState = 'running'
+  size?: number
+  pieceSize?: number
+  contentType?: string
+  /** Piece CIDs verified so far, in order. */
+  readonly cids: CID[] = []
+  content?: CID
+  error?: DfnodeError
+  private readonly init: SeedTaskInit
+  private readonly components: SeedTaskComponents
+  private readonly listeners = new Set<() => void>()
+  private readonly controller = new AbortController()
+
+  constructor (init: SeedTaskInit, components: SeedTaskComponents) {
+    this.key = init.key
+    this.init = init
+    this.components = components
+  }
+
+  /** Registers a listener called after every change; returns the function that removes it. */
+  subscribe (listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  abort (): void {
+    this.controller.abort(new Error('supernode stopping'))
+  }
+
+  /** Fetches the content from the origin; never throws, the outcome is in `state`. */
+  async run (): Promise<void> {
+    const { origin, store, records, discovery, logger } = this.components
+    const started = Date.now()
+    const unpins: Array<() => void> = []
+    try {
+      // Open the origin; its Content-Length fixes the piece layout.
+      const response = await origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
+      if (response.size == null) {
+        throw new OriginUnreachableError(`origin sent no Content-Length for ${stripQuery(this.init.url)}; dfnode needs the size to cut pieces`)
+      }
+      this.size = response.size
+      this.pieceSize = choosePieceSize(response.size, this.init.pieceSize)
+      if (response.contentType != null) this.contentType = response.contentType
+      await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [], url: stripQuery(this.init.url), updatedAt: Date.now() })
+      this.notify()
+      discovery.provide(this.key)
+      discovery.relay(this.key)
+
+      // Cut, store and announce each piece as soon as it is verified.
+      const pieces = cutPieces(response.body, this.pieceSize)
+      let next = await pieces.next()
+      while (next.done !== true) {
+        const piece = next.value
+        await store.put(piece.cid, piece.bytes, { hashed: true })
+        unpins.push(store.pin(piece.cid))
+        this.cids.push(piece.cid)
+        await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], url: stripQuery(this.init.url), updatedAt: Date.now() })
+        discovery.announce(this.key, [piece.index])
+        discovery.provide(piece.cid)
+        this.notify()
+        next = await pieces.next()
+      }
+
+      // Check the whole content against its size and digest before declaring it complete.
+      const result = next.value
+      if (result.size !== this.size) {
+        throw new OriginUnreachableError(`origin sent ${result.size} bytes for ${stripQuery(this.init.url)}, expected ${this.size}`)
+      }
+      const expected = this.init.expected
+      const actual: CID = result.content
+      if (expected != null && expected.toString() !== actual.toString()) {
+        throw new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${actual.toString()}, expected ${expected.toString()}`)
+      }
+      this.content = result.content
+      await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: result.content, url: stripQuery(this.init.url), updatedAt: Date.now() })
+      await records.flush()
+      this.state = 'done'
+      logger.info({ key: this.key.toString(), url: stripQuery(this.init.url), bytes: this.size, pieces: this.cids.length, ms: Date.now() - started }, 'seeded from origin')
+    } catch (err) {
+      this.error = err instanceof DfnodeError ? err : new OriginUnreachableError(`fetching ${stripQuery(this.init.url)} failed: ${(err as Error).message}`, { cause: err })
+      this.state = 'failed'
+      await records.delete(this.key).catch(() => {})
+      logger.warn({ key: this.key.toString(), url: stripQuery(this.init.url), code: this.error.code, err: this.error.message }, 'seeding failed')
+    } finally {
+      for (const unpin of unpins) unpin()
+      this.notify()
+    }
+  }
+
+  private notify (): void {
+    for (const listener of this.listeners) listener()
+  }
+}
+
+/** Returns a URL without its query string, for logs and records. */
+export function stripQuery (url: string): string {
+  const at = url.indexOf('?')
+  return at < 0 ? url : url.slice(0, at)
+}

@@ -1,0 +1,66 @@
+/**
+ * Supernode process: bootstrap peer, DHT server and seeding service.
+ */
+import type { Config } from '../config/schema.ts'
+import type { Logger } from '../log.ts'
+import { loadIdentity } from '../p2p/identity.ts'
+import { Engine } from '../swarm/engine.ts'
+import { SeedService } from './seed-service.ts'
+import { SuperSeeding } from './super-seeding.ts'
+
+export interface SupernodeHandle {
+  /** Peer id of the supernode. */
+  peerId: string
+  /** Multiaddrs the supernode listens on, each ending in /p2p/<peer id>. */
+  multiaddrs: string[]
+  engine: Engine
+  stop (): Promise<void>
+}
+
+/** Starts a supernode from the configuration. */
+export async function startSupernode (config: Config, logger: Logger): Promise<SupernodeHandle> {
+  const privateKey = await loadIdentity(config.dataDir)
+  const engine = await Engine.create({
+    privateKey,
+    dataDir: config.dataDir,
+    listen: config.listen,
+    announce: config.announce,
+    // Other supernodes are DHT bootstrap peers; a supernode never asks them to seed.
+    supernodes: config.supernodes,
+    allowOrigins: config.allowOrigins,
+    backSource: true,
+    pieceSize: config.pieceSize,
+    filter: config.filter,
+    storeQuotaBytes: config.storeQuotaBytes,
+    logger
+  })
+  const seeds = new SeedService({
+    node: engine.node,
+    origin: engine.origin,
+    store: engine.store,
+    records: engine.records,
+    discovery: engine.discovery,
+    logger
+  }, { pieceSize: config.pieceSize })
+  await seeds.start()
+
+  // Each fresh piece goes to few peers first; the others fetch it from them.
+  const superSeeding = new SuperSeeding()
+  engine.pieceServer.setPolicy((key, index, peer) => superSeeding.decide(key, index, peer))
+
+  // Contents seeded before a restart are provided again.
+  for (const key of engine.heldContents()) engine.discovery.provide(key)
+
+  const multiaddrs = engine.multiaddrs()
+  logger.info({ peerId: engine.peerId, multiaddrs, allowOrigins: config.allowOrigins }, 'supernode started')
+  return {
+    peerId: engine.peerId,
+    multiaddrs,
+    engine,
+    async stop () {
+      await seeds.stop()
+      await engine.stop()
+      logger.info({ peerId: engine.peerId }, 'supernode stopped')
+    }
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Finding holders: gossip HAVE messages on a topic per content, and provider
+ * records on the DHT.
+ */
+import type { Message } from '@libp2p/gossipsub'
+import type { PeerId, PeerInfo } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../log.ts'
+import type { DfnodeLibp2p } from '../p2p/node.ts'
+import { decodeHave, encodeFrame } from './wire.ts'
+
+/** Returns the gossip topic of a content. */
+export function topicOf (key: CID): string {
+  return `/dfnode/have/1/${key.toString()}`
+}
+
+export type HaveListener = (peer: PeerId, indexes: number[]) => void
+
+/** Delay that batches the HAVE announcements of pieces verified close together, in ms. */
+const ANNOUNCE_BATCH_MS = 50
+
+/** Provide calls that may run at once; the rest wait. */
+const PROVIDE_CONCURRENCY = 4
+
+export class Discovery {
+  private readonly node: DfnodeLibp2p
+  private readonly logger: Logger
+  private readonly listeners = new Map<string, Set<HaveListener>>()
+  private readonly pendingHaves = new Map<string, number[]>()
+  private readonly provided = new Set<string>()
+  private readonly provideQueue: CID[] = []
+  private provideRunning = 0
+  private flushTimer?: NodeJS.Timeout
+  private stopped = false
+  private readonly onMessage = (event: CustomEvent<Message>): void => { this.receive(event.detail) }
+
+  constructor (node: DfnodeLibp2p, logger: Logger) {
+    this.node = node
+    this.logger = logger
+  }
+
+  start (): void {
+    this.node.services.pubsub.addEventListener('message', this.onMessage)
+  }
+
+  stop (): void {
+    this.stopped = true
+    clearTimeout(this.flushTimer)
+    this.node.services.pubsub.removeEventListener('message', this.onMessage)
+  }
+
+  /** Subscribes to HAVE messages of a content; returns the function that unsubscribes. */
+  watch (key: CID, listener: HaveListener): () => void {
+    const topic = topicOf(key)
+    let set = this.listeners.get(topic)
+    if (set == null) {
+      set = new Set()
+      this.listeners.set(topic, set)
+      this.node.services.pubsub.subscribe(topic)
+    }
+    set.add(listener)
+    return () => {
+      set.delete(listener)
+      if (set.size === 0 && this.listeners.get(topic) === set) {
+        this.listeners.delete(topic)
+        this.node.services.pubsub.unsubscribe(topic)
+      }
+    }
+  }
+
+  /** Joins a content's topic without listening, so that this node relays its HAVE messages. */
+  relay (key: CID): void {
+    const topic = topicOf(key)
+    if (!this.listeners.has(topic)) {
+      this.listeners.set(topic, new Set())
+      this.node.services.pubsub.subscribe(topic)
+    }
+  }
+
+  /** Announces verified pieces of a content by gossip, batched over a few ms. */
+  announce (key: CID, indexes: number[]): void {
+    const topic = topicOf(key)
+    const list = this.pendingHaves.get(topic) ?? []
+    list.push(...indexes)
+    this.pendingHaves.set(topic, list)
+    this.flushTimer ??= setTimeout(() => { this.flush() }, ANNOUNCE_BATCH_MS)
+  }
+
+  /** Announces a content (and, for supernodes, piece CIDs) on the DHT, once per CID and in the background. */
+  provide (cid: CID): void {
+    const id = cid.toString()
+    if (this.provided.has(id)) return
+    this.provided.add(id)
+    this.provideQueue.push(cid)
+    this.drainProvides()
+  }
+
+  /** Finds holders of a content on the DHT, bounded by the signal. */
+  async * findProviders (key: CID, signal: AbortSignal): AsyncGenerator<PeerInfo> {
+    try {
+      for await (const provider of this.node.contentRouting.findProviders(key, { signal })) {
+        if (provider.id.equals(this.node.peerId)) continue
+        yield provider
+      }
+    } catch (err) {
+      if (!signal.aborted) this.logger.debug({ err, key: key.toString() }, 'provider lookup failed')
+    }
+  }
+
+  private flush (): void {
+    this.flushTimer = undefined
+    if (this.stopped) return
+    const addrs = this.node.getMultiaddrs().map(address => address.toString())
+    for (const [topic, indexes] of this.pendingHaves) {
+      this.node.services.pubsub.publish(topic, encodeFrame({ i: indexes, addrs })).catch((err: Error) => {
+        this.logger.debug({ err, topic }, 'have announcement not published')
+      })
+    }
+    this.pendingHaves.clear()
+  }
+
+  private drainProvides (): void {
+    while (!this.stopped && this.provideRunning < PROVIDE_CONCURRENCY && this.provideQueue.length > 0) {
+      const cid = this.provideQueue.shift()!
+      this.provideRunning++
+      this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(60_000) })
+        .catch((err: Error) => { this.logger.debug({ err, cid: cid.toString() }, 'DHT provide failed') })
+        .finally(() => {
+          this.provideRunning--
+          this.drainProvides()
+        })
+    }
+  }
+
+  private receive (message: Message): void {
+    const set = this.listeners.get(message.topic)
+    if (set == null || message.type !== 'signed') return
+    let have
+    try {
+      have = decodeHave(message.data)
+    } catch (err) {
+      this.logger.debug({ err, peer: message.from.toString() }, 'invalid have message dropped')
+      return
+    }
+
+    // Remember where the sender listens, so that a dial needs no DHT lookup.
+    if (have.addrs != null && have.addrs.length > 0) {
+      try {
+        const multiaddrs = have.addrs.map(address => multiaddr(address))
+        void this.node.peerStore.merge(message.from, { multiaddrs }).catch(() => {})
+      } catch {
+        this.logger.debug({ peer: message.from.toString() }, 'have message with invalid addresses')
+      }
+    }
+    for (const listener of set) listener(message.from, have.i)
+  }
+}

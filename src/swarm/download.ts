@@ -1,0 +1,730 @@
+/**
+ * Download of one content on a peer: asks the rendezvous supernode to seed
+ * it, finds other holders by gossip and the DHT, fetches verified pieces from
+ * several of them at once, and falls back to the origin when nobody has a piece.
+ */
+import { createHash, type Hash } from 'node:crypto'
+import type { PeerId } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { cidOfBytes, cidOfSha256, sameCid } from '../content/ids.ts'
+import { cutPieces } from '../content/cutter.ts'
+import { decodeManifest, type Manifest } from '../content/manifest.ts'
+import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
+import { DfnodeError, NoSourceError, OriginUnreachableError, ProtocolError, VerificationError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { OriginClient } from '../origin/client.ts'
+import type { DfnodeLibp2p } from '../p2p/node.ts'
+import type { ContentRecords } from '../store/content-records.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import type { Discovery } from './discovery.ts'
+import { PieceClient } from './piece-client.ts'
+import { pickPiece } from './piece-picker.ts'
+import { errorFromSeedEvent, openSeed } from './seed-client.ts'
+import { Source } from './sources.ts'
+import { rankSupernodes } from './supernodes.ts'
+import { PIECE_PROTOCOL, bitIsSet } from './wire.ts'
+import { stripQuery } from '../supernode/seed-task.ts'
+
+export interface DownloadComponents {
+  node: DfnodeLibp2p
+  store: PieceStore
+  records: ContentRecords
+  discovery: Discovery
+  origin: OriginClient
+  logger: Logger
+}
+
+export interface DownloadInit {
+  key: CID
+  /** Content CID the bytes must hash to, when known before the download. */
+  expected?: CID
+  url: string
+  headers: Record<string, string>
+  digest?: string
+  filter: string[]
+  /** Supernode multiaddrs, in configuration order. */
+  supernodes: string[]
+  /** Fetch from the origin when no supernode or holder can supply a piece. */
+  backSource: boolean
+  /** Piece size used when this peer cuts the content itself, in bytes. */
+  pieceSize: number
+  /** Requests in flight per peer. Default 4. */
+  peerRequests?: number
+  /** Requests in flight to a supernode. Default 2. */
+  supernodeRequests?: number
+  /** A piece request without progress for this long is abandoned, in ms. Default 10000. */
+  stallMs?: number
+  /** Wait for holders on the DHT before back-to-source when no supernode answers, in ms. Default 3000. */
+  holderWaitMs?: number
+}
+
+export interface DownloadStats {
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+  fromLocal: number
+}
+
+export interface DownloadLayout {
+  size: number
+  pieceSize: number
+  count: number
+  contentType?: string
+}
+
+/** Range requests to the origin at once during back-to-source of single pieces. */
+const ORIGIN_REQUESTS = 2
+
+/** Bitfield poll interval for holders that have nothing new to offer, in ms. */
+const POLL_MS = 1500
+
+/** Wait before asking a holder again for a piece it answered 'busy' to, in ms. */
+const BUSY_RETRY_MS = 400
+
+/** DHT provider lookups while downloading, every this many ms. */
+const PROVIDER_LOOKUP_MS = 4000
+
+type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
+
+export class Download {
+  readonly key: CID
+  readonly stats: DownloadStats = { fromSupernode: 0, fromPeers: 0, fromOrigin: 0, fromLocal: 0 }
+  layout?: DownloadLayout
+  /** CID of the whole content once verified. */
+  content?: CID
+  /** Resolves when every piece is stored and the whole content verified; rejects on failure. */
+  readonly done: Promise<void>
+
+  private readonly init: DownloadInit
+  private readonly components: DownloadComponents
+  private readonly controller = new AbortController()
+  private readonly sources = new Map<string, Source>()
+  private readonly trusted = new Set<string>()
+  private cids: (CID | undefined)[] = []
+  private local: boolean[] = []
+  private localCount = 0
+  private inflightCount: number[] = []
+  private originInflight = new Set<number>()
+  private expectedContent?: CID
+  private seedLost = false
+  private fullBackSource = false
+  private cursor = -1
+  private failure?: Error
+  private finished = false
+  private readonly resolveDone: () => void
+  private readonly rejectDone: (err: Error) => void
+  private readonly layoutReady = Promise.withResolvers<DownloadLayout>()
+  private readonly waiters = new Map<number, Array<() => void>>()
+  private readonly unpins: Array<() => void> = []
+  private readonly hash: Hash = createHash('sha256')
+  private hashed = 0
+  private hashing = false
+  private readonly recent = new Map<number, Uint8Array>()
+  private scheduled = false
+  private unwatch?: () => void
+  private timers: NodeJS.Timeout[] = []
+  private readonly started = Date.now()
+
+  constructor (init: DownloadInit, components: DownloadComponents) {
+    this.key = init.key
+    this.init = init
+    this.components = components
+    if (init.expected != null) this.expectedContent = init.expected
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    this.done = promise
+    this.resolveDone = resolve
+    this.rejectDone = reject
+    this.done.catch(() => {})
+    this.layoutReady.promise.catch(() => {})
+  }
+
+  /** Resolves with the layout once size and piece size are known. */
+  async ready (signal?: AbortSignal): Promise<DownloadLayout> {
+    if (signal == null) return await this.layoutReady.promise
+    return await raceSignal(this.layoutReady.promise, signal)
+  }
+
+  /** Tells whether piece `index` is stored locally. */
+  hasPiece (index: number): boolean {
+    return this.local[index] === true
+  }
+
+  /** Returns the CID of a stored piece. */
+  cidOf (index: number): CID | undefined {
+    return this.local[index] === true ? this.cids[index] : undefined
+  }
+
+  /** Peers (supernode included) with requests in flight. */
+  activeSources (): number {
+    let active = 0
+    for (const source of this.sources.values()) if (source.inflight.size > 0) active++
+    return active + (this.originInflight.size > 0 ? 1 : 0)
+  }
+
+  /** Bytes verified so far. */
+  received (): number {
+    return this.stats.fromLocal + this.stats.fromOrigin + this.stats.fromPeers + this.stats.fromSupernode
+  }
+
+  /** Waits until piece `index` is stored; rejects when the download fails. */
+  async waitPiece (index: number, signal?: AbortSignal): Promise<void> {
+    if (this.local[index] === true) return
+    if (this.failure != null) throw this.failure
+    const { promise, resolve } = Promise.withResolvers<void>()
+    const list = this.waiters.get(index) ?? []
+    list.push(resolve)
+    this.waiters.set(index, list)
+    this.cursor = this.cursor < 0 ? index : Math.min(this.cursor, index)
+    this.schedule()
+    const settled = Promise.race([promise, this.done])
+    await (signal != null ? raceSignal(settled, signal) : settled)
+    if (!this.hasPiece(index)) throw this.failure ?? new NoSourceError(`piece ${index} of ${this.key.toString()} was not downloaded`)
+  }
+
+  /** Moves the streaming reader's position, so nearby pieces are fetched first. */
+  setCursor (index: number): void {
+    this.cursor = index
+    this.schedule()
+  }
+
+  /** Starts the download in the background. */
+  start (): void {
+    void this.run()
+  }
+
+  /** Stops all transfers and fails waiters. */
+  abort (err: Error): void {
+    this.fail(err)
+  }
+
+  private async run (): Promise<void> {
+    const { discovery, logger } = this.components
+    try {
+      // Pieces already on disk from an earlier run count as local.
+      this.loadLocal()
+      if (this.finished) return
+
+      // Holders announce pieces by gossip; the DHT finds those that joined earlier.
+      this.unwatch = discovery.watch(this.key, (peer, indexes) => { this.onHave(peer, indexes) })
+      void this.lookupProviders()
+      this.timers.push(setInterval(() => { void this.lookupProviders() }, PROVIDER_LOOKUP_MS))
+      this.timers.push(setInterval(() => { this.poll() }, POLL_MS / 3))
+      for (const timer of this.timers) timer.unref()
+
+      // The supernode streams piece CIDs as it verifies them; its loss leaves the swarm and the origin.
+      await this.followSupernodes()
+      this.seedLost = true
+      this.schedule()
+
+      // Nobody seeded and no holder showed up: fetch it from the origin and seed it ourselves.
+      if (this.layout == null) await this.withoutLayout()
+      await this.done
+    } catch (err) {
+      this.fail(err as Error)
+      logger.debug({ err, key: this.key.toString() }, 'download failed')
+    }
+  }
+
+  private loadLocal (): void {
+    const { records, store } = this.components
+    const record = records.get(this.key)
+    if (record == null) return
+    const manifest = records.manifestOf(this.key)
+    if (manifest != null) this.expectedContent ??= manifest.content
+    this.setLayout({ size: record.size, pieceSize: record.pieceSize, count: pieceCount(record.size, record.pieceSize) })
+    record.pieces.forEach((cid, index) => {
+      if (cid == null) return
+      if (manifest != null || record.content != null) this.cids[index] = cid
+      if (store.has(cid)) {
+        this.cids[index] = cid
+        this.markLocal(index, undefined, 'local')
+      }
+    })
+    // Piece CIDs of an incomplete record came from a supernode earlier; they are trusted again.
+    record.pieces.forEach((cid, index) => { if (cid != null) this.cids[index] = cid })
+    this.checkFinished()
+  }
+
+  private async followSupernodes (): Promise<void> {
+    const { node, logger } = this.components
+    const ranked = rankSupernodes(this.key, this.init.supernodes)
+    for (const address of ranked) {
+      if (this.finished || this.failure != null) return
+      let session
+      try {
+        session = await openSeed(node, address, {
+          url: this.init.url,
+          headers: this.init.headers,
+          ...(this.init.digest != null ? { digest: this.init.digest } : {}),
+          filter: this.init.filter
+        }, this.controller.signal)
+      } catch (err) {
+        logger.warn({ supernode: address, err: (err as Error).message }, 'supernode unreachable, trying the next')
+        continue
+      }
+
+      const peerId = session.peer.toString()
+      this.trusted.add(peerId)
+      const source = this.sourceFor(session.peer, true)
+      try {
+        for await (const event of session.events) {
+          if (event.t === 'error') throw errorFromSeedEvent(event)
+          if (event.t === 'meta') {
+            if (!sameCid(event.key, this.key)) throw new ProtocolError(`supernode seeds ${event.key.toString()}, expected ${this.key.toString()}`)
+            this.setLayout({ size: event.size, pieceSize: event.pieceSize, count: pieceCount(event.size, event.pieceSize), ...(event.contentType != null ? { contentType: event.contentType } : {}) })
+          } else if (event.t === 'pieces') {
+            this.addTrustedCids(event.from, event.cids, source)
+          } else if (event.t === 'done') {
+            if (this.expectedContent != null && !sameCid(this.expectedContent, event.content)) {
+              throw new VerificationError(`supernode reports content ${event.content.toString()}, expected ${this.expectedContent.toString()}`)
+            }
+            this.expectedContent = event.content
+            this.schedule()
+          }
+        }
+        // The seed stream ended after 'done': the supernode stays a holder.
+        return
+      } catch (err) {
+        if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
+        if (this.finished || this.failure != null) return
+        logger.warn({ supernode: address, key: this.key.toString(), err: (err as Error).message }, 'lost the supernode; continuing with peers and the next supernode')
+        source.has.clear()
+        this.schedule()
+      }
+    }
+  }
+
+  /** Finds a holder with a complete manifest, or falls back to the origin. */
+  private async withoutLayout (): Promise<void> {
+    const deadline = Date.now() + (this.init.holderWaitMs ?? 3000)
+    while (this.layout == null && Date.now() < deadline && this.failure == null) {
+      await sleep(200, this.controller.signal)
+    }
+    if (this.layout != null || this.failure != null) return
+    if (!this.init.backSource) {
+      throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)} and back-to-source is off; check --supernode or drop --no-back-source`)
+    }
+    await this.backSourceAll()
+  }
+
+  private async backSourceAll (): Promise<void> {
+    const { origin, logger } = this.components
+    this.fullBackSource = true
+    logger.info({ key: this.key.toString(), url: stripQuery(this.init.url) }, 'back-to-source: fetching the whole content from the origin')
+    const response = await origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
+    if (response.size == null) throw new OriginUnreachableError(`origin sent no Content-Length for ${stripQuery(this.init.url)}`)
+    const pieceSize = choosePieceSize(response.size, this.init.pieceSize)
+    this.setLayout({ size: response.size, pieceSize, count: pieceCount(response.size, pieceSize), ...(response.contentType != null ? { contentType: response.contentType } : {}) })
+
+    const pieces = cutPieces(response.body, pieceSize)
+    let next = await pieces.next()
+    while (next.done !== true) {
+      const piece = next.value
+      if (this.local[piece.index] !== true) {
+        this.cids[piece.index] = piece.cid
+        await this.accept(piece.index, piece.bytes, 'origin')
+      }
+      next = await pieces.next()
+    }
+    if (next.value.size !== response.size) throw new OriginUnreachableError(`origin sent ${next.value.size} bytes, expected ${response.size}`)
+  }
+
+  private setLayout (layout: DownloadLayout): void {
+    if (this.layout != null) {
+      if (this.layout.size !== layout.size || this.layout.pieceSize !== layout.pieceSize) {
+        throw new ProtocolError(`conflicting layouts for ${this.key.toString()}: ${this.layout.size}/${this.layout.pieceSize} and ${layout.size}/${layout.pieceSize}`)
+      }
+      return
+    }
+    this.layout = layout
+    this.cids = new Array<CID | undefined>(layout.count).fill(undefined)
+    this.local = new Array<boolean>(layout.count).fill(false)
+    this.inflightCount = new Array<number>(layout.count).fill(0)
+    this.layoutReady.resolve(layout)
+    this.checkFinished()
+    this.schedule()
+  }
+
+  private addTrustedCids (from: number, cids: CID[], source?: Source): void {
+    if (this.layout == null) throw new ProtocolError('supernode sent piece CIDs before the content size')
+    if (from + cids.length > this.layout.count) throw new ProtocolError(`supernode sent CIDs beyond piece ${this.layout.count - 1}`)
+    cids.forEach((cid, offset) => {
+      const index = from + offset
+      const known = this.cids[index]
+      if (known != null && !sameCid(known, cid) && this.local[index] === true) {
+        throw new VerificationError(`supernode piece ${index} is ${cid.toString()}, but ${known.toString()} is stored`)
+      }
+      this.cids[index] = cid
+      source?.has.add(index)
+    })
+    this.saveRecord()
+    this.schedule()
+  }
+
+  /** Adopts a complete manifest from any holder when its content CID is the key, which the end check enforces. */
+  private adoptManifest (manifest: Manifest, from: Source): void {
+    if (!sameCid(manifest.key, this.key)) return
+    const trusted = this.trusted.has(from.id) || (this.expectedContent != null && manifest.content.equals(this.expectedContent))
+    if (!trusted) return
+    this.setLayout({ size: manifest.size, pieceSize: manifest.pieceSize, count: manifest.pieces.length })
+    this.expectedContent ??= manifest.content
+    manifest.pieces.forEach((cid, index) => { this.cids[index] ??= cid })
+    this.schedule()
+  }
+
+  private sourceFor (peer: PeerId, supernode: boolean): Source {
+    const id = peer.toString()
+    let source = this.sources.get(id)
+    if (source == null) {
+      source = new Source(peer, supernode)
+      this.sources.set(id, source)
+    }
+    return source
+  }
+
+  private onHave (peer: PeerId, indexes: number[]): void {
+    if (peer.equals(this.components.node.peerId)) return
+    const source = this.sourceFor(peer, this.trusted.has(peer.toString()))
+    this.components.logger.trace({ peer: source.id, pieces: indexes.length }, 'have received')
+    for (const index of indexes) if (this.layout == null || index < this.layout.count) source.has.add(index)
+    this.schedule()
+  }
+
+  private async lookupProviders (): Promise<void> {
+    if (this.finished || this.failure != null) return
+    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(PROVIDER_LOOKUP_MS)])
+    for await (const provider of this.components.discovery.findProviders(this.key, signal)) {
+      if (provider.multiaddrs.length > 0) {
+        await this.components.node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+      }
+      const source = this.sourceFor(provider.id, this.trusted.has(provider.id.toString()))
+      this.components.logger.debug({ peer: source.id, key: this.key.toString() }, 'provider found')
+      source.polledAt = 0
+      this.schedule()
+    }
+  }
+
+  /** Asks holders with nothing to offer for their bitfield again. */
+  private poll (): void {
+    if (this.finished || this.failure != null) return
+    const now = Date.now()
+    for (const source of this.sources.values()) {
+      if (!source.usable(now) || source.supernode || source.inflight.size > 0 || now - source.polledAt < POLL_MS) continue
+      source.polledAt = now
+      void this.refreshBitfield(source)
+    }
+  }
+
+  private async refreshBitfield (source: Source): Promise<void> {
+    const client = await this.clientFor(source)
+    if (client == null) return
+    try {
+      const response = await client.have()
+      if (response.manifest != null) {
+        try {
+          this.adoptManifest(decodeManifest(response.manifest), source)
+        } catch (err) {
+          this.components.logger.debug({ peer: source.id, err: (err as Error).message }, 'ignored an invalid manifest')
+        }
+      }
+      if (response.bits != null && this.layout != null) {
+        for (let index = 0; index < this.layout.count; index++) if (bitIsSet(response.bits, index)) source.has.add(index)
+      }
+      this.schedule()
+    } catch (err) {
+      this.dropClient(source, err as Error)
+    }
+  }
+
+  private async clientFor (source: Source): Promise<PieceClient | undefined> {
+    if (source.client != null && !source.client.closed) return source.client
+    source.connecting ??= (async () => {
+      try {
+        const stream = await this.components.node.dialProtocol(source.peer, PIECE_PROTOCOL, { signal: AbortSignal.any([this.controller.signal, AbortSignal.timeout(10_000)]) })
+        source.client = new PieceClient(stream, this.key, { stallMs: this.init.stallMs ?? 10_000 })
+        source.failures = 0
+        return source.client
+      } catch (err) {
+        this.dropClient(source, err as Error)
+        return undefined
+      } finally {
+        source.connecting = undefined
+      }
+    })()
+    return await source.connecting
+  }
+
+  private dropClient (source: Source, err: Error): void {
+    source.client?.abort(err)
+    source.client = undefined
+    source.failures++
+    source.retryAt = Date.now() + Math.min(30_000, 500 * 2 ** source.failures)
+    if (source.failures > 5 && !source.supernode) source.banned = true
+    this.components.logger.debug({ peer: source.id, key: this.key.toString(), err: err.message, failures: source.failures }, 'piece stream failed')
+    this.schedule()
+  }
+
+  /** Coalesces scheduling requests into one pass per tick. */
+  private schedule (): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    queueMicrotask(() => {
+      this.scheduled = false
+      try {
+        this.schedulePass()
+      } catch (err) {
+        this.fail(err as Error)
+      }
+    })
+  }
+
+  private schedulePass (): void {
+    if (this.layout == null || this.finished || this.failure != null || this.fullBackSource) return
+    const now = Date.now()
+    const state = {
+      count: this.layout.count,
+      known: (index: number) => this.cids[index] != null,
+      local: (index: number) => this.local[index] === true,
+      inflight: (index: number) => this.inflightCount[index] ?? 0,
+      sources: [...this.sources.values()].filter(source => source.usable(now)),
+      cursor: this.cursor
+    }
+
+    // Fill each holder's request window.
+    for (const source of state.sources) {
+      const limit = source.supernode ? (this.init.supernodeRequests ?? 2) : (this.init.peerRequests ?? 4)
+      while (source.inflight.size < limit) {
+        const index = pickPiece(source, state)
+        if (index == null) break
+        this.request(source, index)
+      }
+    }
+
+    // Once no supernode is left, pieces nobody offers come from the origin.
+    if (this.seedLost && this.init.backSource) {
+      for (let index = 0; index < this.layout.count && this.originInflight.size < ORIGIN_REQUESTS; index++) {
+        if (this.local[index] === true || this.originInflight.has(index) || (this.inflightCount[index] ?? 0) > 0) continue
+        const offered = state.sources.some(source => source.has.has(index) && this.cids[index] != null)
+        if (!offered) this.requestOrigin(index)
+      }
+    } else if (this.seedLost && !this.init.backSource && this.activeSources() === 0 && !state.sources.some(source => source.has.size > 0)) {
+      this.fail(new NoSourceError(`no supernode or peer can supply the rest of ${stripQuery(this.init.url)} and back-to-source is off`))
+    }
+  }
+
+  private request (source: Source, index: number): void {
+    this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece requested')
+    source.inflight.add(index)
+    this.inflightCount[index] = (this.inflightCount[index] ?? 0) + 1
+    void (async () => {
+      try {
+        const client = await this.clientFor(source)
+        if (client == null) return
+        const bytes = await client.get(index)
+        if (bytes === 'missing') {
+          source.has.delete(index)
+          return
+        }
+        if (bytes === 'busy') {
+          source.deferred.set(index, Date.now() + BUSY_RETRY_MS)
+          setTimeout(() => { this.schedule() }, BUSY_RETRY_MS).unref()
+          return
+        }
+        if (this.local[index] === true) return
+        const expected = this.cids[index]
+        const actual = await cidOfBytes(bytes)
+        if (expected == null || !sameCid(actual, expected)) {
+          this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
+          return
+        }
+        source.bytes += bytes.byteLength
+        await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
+      } catch (err) {
+        if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
+      } finally {
+        source.inflight.delete(index)
+        this.inflightCount[index] = Math.max(0, (this.inflightCount[index] ?? 1) - 1)
+        this.schedule()
+      }
+    })()
+  }
+
+  private ban (source: Source, reason: string): void {
+    source.banned = true
+    source.client?.abort(new VerificationError(reason))
+    source.client = undefined
+    this.components.logger.warn({ peer: source.id, key: this.key.toString(), reason }, 'dropped a peer that sent bytes failing verification')
+  }
+
+  private requestOrigin (index: number): void {
+    const layout = this.layout!
+    this.originInflight.add(index)
+    void (async () => {
+      try {
+        const start = pieceOffset(index, layout.pieceSize)
+        const length = pieceLength(index, layout.size, layout.pieceSize)
+        const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, range: { start, end: start + length }, signal: this.controller.signal })
+        const bytes = new Uint8Array(length)
+        let filled = 0
+        for await (const chunk of response.body) {
+          if (filled + chunk.byteLength > length) throw new OriginUnreachableError(`origin sent more than ${length} bytes for piece ${index}`)
+          bytes.set(chunk, filled)
+          filled += chunk.byteLength
+        }
+        if (filled !== length) throw new OriginUnreachableError(`origin sent ${filled} of ${length} bytes for piece ${index}`)
+        if (this.local[index] === true) return
+        const actual = await cidOfBytes(bytes)
+        const expected = this.cids[index]
+        if (expected != null && !sameCid(expected, actual)) {
+          throw new VerificationError(`origin bytes of piece ${index} of ${stripQuery(this.init.url)} hash to ${actual.toString()}, expected ${expected.toString()}: the content changed at the origin`)
+        }
+        this.cids[index] = actual
+        await this.accept(index, bytes, 'origin')
+      } catch (err) {
+        if (this.failure == null && !this.finished) this.fail(err as Error)
+      } finally {
+        this.originInflight.delete(index)
+        this.schedule()
+      }
+    })()
+  }
+
+  /** Stores a verified piece, announces it and wakes readers. */
+  private async accept (index: number, bytes: Uint8Array, from: PieceFrom): Promise<void> {
+    const cid = this.cids[index]!
+    await this.components.store.put(cid, bytes, { hashed: true })
+    if (this.local[index] === true) return
+    this.markLocal(index, bytes, from)
+    this.components.discovery.announce(this.key, [index])
+    if (this.localCount === 1) this.components.discovery.provide(this.key)
+    this.saveRecord()
+    this.checkFinished()
+  }
+
+  private markLocal (index: number, bytes: Uint8Array | undefined, from: PieceFrom): void {
+    const layout = this.layout!
+    this.local[index] = true
+    this.localCount++
+    this.unpins.push(this.components.store.pin(this.cids[index]!))
+    const length = pieceLength(index, layout.size, layout.pieceSize)
+    if (from === 'supernode') this.stats.fromSupernode += length
+    else if (from === 'peer') this.stats.fromPeers += length
+    else if (from === 'origin') this.stats.fromOrigin += length
+    else this.stats.fromLocal += length
+    if (bytes != null && index >= this.hashed && index < this.hashed + 16) this.recent.set(index, bytes)
+    for (const wake of this.waiters.get(index) ?? []) wake()
+    this.waiters.delete(index)
+    void this.advanceHash()
+  }
+
+  /** Hashes the contiguous prefix of stored pieces, so the end check costs no extra pass. */
+  private async advanceHash (): Promise<void> {
+    if (this.hashing) return
+    this.hashing = true
+    try {
+      while (this.layout != null && this.hashed < this.layout.count && this.local[this.hashed] === true) {
+        const index = this.hashed
+        const bytes = this.recent.get(index) ?? await this.components.store.get(this.cids[index]!)
+        if (bytes == null) throw new VerificationError(`stored piece ${index} of ${this.key.toString()} vanished or failed verification`)
+        this.hash.update(bytes)
+        this.recent.delete(index)
+        this.hashed++
+      }
+      this.checkFinished()
+    } catch (err) {
+      this.fail(err as Error)
+    } finally {
+      this.hashing = false
+    }
+  }
+
+  private checkFinished (): void {
+    const layout = this.layout
+    if (layout == null || this.finished || this.failure != null) return
+    if (this.localCount < layout.count || this.hashed < layout.count) {
+      if (layout.count === 0) this.hashed = 0
+      else return
+    }
+    if (this.hashing && layout.count > 0) return
+
+    const content = cidOfSha256Hex(this.hash.copy().digest())
+    if (this.expectedContent != null && !sameCid(this.expectedContent, content)) {
+      this.fail(new VerificationError(`content of ${stripQuery(this.init.url)} hashes to ${content.toString()}, expected ${this.expectedContent.toString()}`))
+      void this.components.records.delete(this.key).catch(() => {})
+      return
+    }
+    this.content = content
+    this.finished = true
+    this.saveRecord()
+    this.components.discovery.provide(this.key)
+    this.cleanup()
+    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, ms: Date.now() - this.started }, 'download complete')
+    this.resolveDone()
+  }
+
+  private saveRecord (): void {
+    const layout = this.layout
+    if (layout == null) return
+    const record = {
+      key: this.key,
+      size: layout.size,
+      pieceSize: layout.pieceSize,
+      pieces: [...this.cids],
+      url: stripQuery(this.init.url),
+      updatedAt: Date.now(),
+      ...(this.content != null ? { content: this.content } : {})
+    }
+    this.components.records.set(record).catch((err: Error) => {
+      this.components.logger.warn({ key: this.key.toString(), err: err.message }, 'content record not saved')
+    })
+  }
+
+  private fail (err: Error): void {
+    if (this.finished || this.failure != null) return
+    this.failure = err
+    this.controller.abort(err)
+    this.layoutReady.reject(err)
+    this.cleanup()
+    for (const list of this.waiters.values()) for (const wake of list) wake()
+    this.waiters.clear()
+    this.rejectDone(err)
+  }
+
+  private cleanup (): void {
+    if (!this.controller.signal.aborted) this.controller.abort(new Error('download ended'))
+    for (const timer of this.timers) clearInterval(timer)
+    this.timers = []
+    this.unwatch?.()
+    this.unwatch = undefined
+    for (const source of this.sources.values()) {
+      void source.client?.close()
+      source.client = undefined
+    }
+    this.recent.clear()
+  }
+
+  /** Releases the pins that keep this content's pieces from eviction. */
+  release (): void {
+    for (const unpin of this.unpins.splice(0)) unpin()
+  }
+}
+
+function cidOfSha256Hex (digest: Buffer): CID {
+  return cidOfSha256(digest)
+}
+
+async function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(resolve, ms)
+    signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+  })
+}
+
+async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) throw signal.reason
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
+  })
+}

@@ -1,0 +1,166 @@
+/**
+ * The node's engine: libp2p node, piece store, discovery, piece server and the
+ * downloads in progress. The CLI, the supernode and the proxy use it through
+ * `open` and `readRange`; libp2p stays behind it.
+ */
+import { join } from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { taskKeyOf } from '../content/keys.ts'
+import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
+import type { Logger } from '../log.ts'
+import { OriginClient } from '../origin/client.ts'
+import { createNode, nodeAddresses, type DfnodeLibp2p } from '../p2p/node.ts'
+import type { PrivateKey } from '@libp2p/interface'
+import { ContentRecords } from '../store/content-records.ts'
+import { PieceStore } from '../store/piece-store.ts'
+import { Discovery } from './discovery.ts'
+import { Download, type DownloadInit } from './download.ts'
+import { PieceServer } from './piece-server.ts'
+import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
+
+export interface EngineInit {
+  privateKey: PrivateKey
+  dataDir: string
+  listen: string[]
+  announce?: string[]
+  /** Supernode multiaddrs, dialled at start and asked to seed. */
+  supernodes: string[]
+  /** Origins the engine may fetch from ("host", "host:port" or "*"); undefined allows all. */
+  allowOrigins?: string[]
+  backSource: boolean
+  pieceSize: number
+  filter?: string[]
+  storeQuotaBytes?: number
+  logger: Logger
+  /** Downloader tuning, see DownloadInit. */
+  tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs'>
+}
+
+export interface OpenRequest {
+  url: string
+  headers?: Record<string, string>
+  digest?: string
+  filter?: string[]
+}
+
+export class Engine {
+  readonly node: DfnodeLibp2p
+  readonly store: PieceStore
+  readonly records: ContentRecords
+  readonly discovery: Discovery
+  readonly origin: OriginClient
+  readonly pieceServer: PieceServer
+  readonly logger: Logger
+  private readonly init: EngineInit
+  private readonly downloads = new Map<string, Download>()
+
+  private constructor (init: EngineInit, node: DfnodeLibp2p) {
+    this.init = init
+    this.node = node
+    this.logger = init.logger
+    this.store = new PieceStore({ dir: join(init.dataDir, 'store'), logger: init.logger, ...(init.storeQuotaBytes != null ? { quotaBytes: init.storeQuotaBytes } : {}) })
+    this.records = new ContentRecords({ dir: join(init.dataDir, 'store'), logger: init.logger })
+    this.discovery = new Discovery(node, init.logger)
+    this.origin = new OriginClient({ logger: init.logger, ...(init.allowOrigins != null ? { allowedOrigins: init.allowOrigins } : {}) })
+    this.pieceServer = new PieceServer({ node, store: this.store, records: this.records, logger: init.logger })
+  }
+
+  /** Creates the node and opens the store; dials the supernodes in the background. */
+  static async create (init: EngineInit): Promise<Engine> {
+    const node = await createNode({ privateKey: init.privateKey, listen: init.listen, ...(init.announce != null ? { announce: init.announce } : {}) })
+    const engine = new Engine(init, node)
+    await engine.start()
+    return engine
+  }
+
+  private async start (): Promise<void> {
+    await this.store.start()
+    await this.records.start()
+    this.discovery.start()
+    await this.pieceServer.start()
+    for (const address of this.init.supernodes) {
+      this.node.dial((await import('@multiformats/multiaddr')).multiaddr(address), { signal: AbortSignal.timeout(10_000) })
+        .catch((err: Error) => { this.logger.warn({ supernode: address, err: err.message }, 'cannot reach supernode') })
+    }
+  }
+
+  get peerId (): string {
+    return this.node.peerId.toString()
+  }
+
+  multiaddrs (): string[] {
+    return nodeAddresses(this.node)
+  }
+
+  /** Returns the download of a content, starting it or joining the one in progress. */
+  async open (request: OpenRequest): Promise<Download> {
+    const filter = request.filter ?? this.init.filter ?? [...DEFAULT_QUERY_FILTER]
+    const { key, expected } = await taskKeyOf(request.url, request.digest, filter)
+    const id = key.toString()
+    const running = this.downloads.get(id)
+    if (running != null) return running
+
+    const download = new Download({
+      key,
+      ...(expected != null ? { expected } : {}),
+      url: request.url,
+      headers: request.headers ?? {},
+      ...(request.digest != null ? { digest: request.digest } : {}),
+      filter,
+      supernodes: this.init.supernodes,
+      backSource: this.init.backSource,
+      pieceSize: this.init.pieceSize,
+      ...this.init.tuning
+    }, { node: this.node, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger })
+    this.downloads.set(id, download)
+    download.done.then(
+      () => { this.forget(id, download) },
+      () => { this.forget(id, download) }
+    )
+    download.start()
+    return download
+  }
+
+  private forget (id: string, download: Download): void {
+    if (this.downloads.get(id) === download) this.downloads.delete(id)
+    download.release()
+  }
+
+  /**
+   * Yields bytes [start, end) of a content in order, as verified pieces arrive.
+   * Each piece is read from the store, so memory stays at one piece per reader.
+   */
+  async * readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    const layout = await download.ready(signal)
+    if (start >= end) return
+    const first = pieceAt(start, layout.pieceSize)
+    const last = pieceAt(end - 1, layout.pieceSize)
+    for (let index = first; index <= last; index++) {
+      download.setCursor(index)
+      await download.waitPiece(index, signal)
+      const cid = download.cidOf(index)
+      const bytes = cid != null ? await this.store.get(cid) : undefined
+      if (bytes == null) throw new Error(`piece ${index} of ${download.key.toString()} is missing from the store`)
+      const offset = pieceOffset(index, layout.pieceSize)
+      const from = Math.max(start, offset) - offset
+      const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
+      yield bytes.subarray(from, to)
+    }
+  }
+
+  /** Keys of the contents this node holds completely. */
+  heldContents (): CID[] {
+    return this.records.list().filter(record => record.content != null).map(record => record.key)
+  }
+
+  async stop (): Promise<void> {
+    for (const download of this.downloads.values()) download.abort(new Error('engine stopping'))
+    this.discovery.stop()
+    await this.pieceServer.stop().catch(() => {})
+    await this.node.stop()
+    await this.records.flush().catch(() => {})
+    await this.records.stop()
+    await this.store.stop()
+    await this.origin.close()
+  }
+}

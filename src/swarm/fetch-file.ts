@@ -1,0 +1,167 @@
+/**
+ * One-shot download of a URL through the swarm into a file.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { open, rename, rm, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import type { Config } from '../config/schema.ts'
+import { cidOfSha256, sameCid } from '../content/ids.ts'
+import { UsageError, VerificationError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { ephemeralIdentity } from '../p2p/identity.ts'
+import { Engine } from './engine.ts'
+
+export interface FetchOptions {
+  /** URL to download (http or https). */
+  url: string
+  /** Output file; written to a temporary file beside it and renamed after verification. */
+  output: string
+  /** Expected digest `sha256:<hex>`; keys the content and is checked at the end. */
+  digest?: string
+  /** Headers passed to the origin through the supernode, over the encrypted connection. */
+  headers?: Record<string, string>
+  /** Abort signal (the CLI wires --timeout and SIGINT to it). */
+  signal?: AbortSignal
+  /** Called at most a few times per second with progress. */
+  onProgress?: (progress: FetchProgress) => void
+  /** Called once the file is complete, before the seeding period (config.seedMs) starts. */
+  onComplete?: (result: FetchResult) => void
+}
+
+export interface FetchProgress {
+  /** Bytes verified so far. */
+  received: number
+  /** Content size once known. */
+  size?: number
+  /** Peers (supernode included) currently sending. */
+  peers: number
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+}
+
+export interface FetchResult {
+  /** Key of the content (content CID or URL key), as a string. */
+  key: string
+  /** `sha256:<hex>` of the whole file. */
+  digest: string
+  size: number
+  output: string
+  /** Bytes received from supernodes. */
+  fromSupernode: number
+  /** Bytes received from other peers. */
+  fromPeers: number
+  /** Bytes fetched straight from the origin (back-to-source). */
+  fromOrigin: number
+  /** Bytes found in the local piece store. */
+  fromLocal: number
+  /** Wall time of the download in milliseconds. */
+  ms: number
+}
+
+/** Interval between progress callbacks, in ms. */
+const PROGRESS_MS = 250
+
+/** Downloads `options.url` through the swarm into `options.output`. */
+export async function fetchFile (config: Config, logger: Logger, options: FetchOptions): Promise<FetchResult> {
+  const started = Date.now()
+  const signal = options.signal ?? new AbortController().signal
+  await checkOutput(options.output)
+
+  // An embedded node for the duration, with a fresh identity so that two fetches on one host are two peers.
+  const engine = await Engine.create({
+    privateKey: await ephemeralIdentity(),
+    dataDir: config.dataDir,
+    listen: config.listen,
+    announce: config.announce,
+    supernodes: config.supernodes,
+    backSource: config.backSource,
+    pieceSize: config.pieceSize,
+    filter: config.filter,
+    storeQuotaBytes: config.storeQuotaBytes,
+    logger
+  })
+  const temp = join(dirname(options.output), `.${basename(options.output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
+  let progressTimer: NodeJS.Timeout | undefined
+  try {
+    const download = await engine.open({ url: options.url, headers: options.headers ?? {}, ...(options.digest != null ? { digest: options.digest } : {}), filter: config.filter })
+    const onAbort = (): void => { download.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    if (options.onProgress != null) {
+      const report = options.onProgress
+      progressTimer = setInterval(() => {
+        report({ received: download.received(), ...(download.layout != null ? { size: download.layout.size } : {}), peers: download.activeSources(), fromSupernode: download.stats.fromSupernode, fromPeers: download.stats.fromPeers, fromOrigin: download.stats.fromOrigin })
+      }, PROGRESS_MS)
+      progressTimer.unref()
+    }
+
+    // Stream verified pieces in order into a temporary file beside the output.
+    const layout = await download.ready(signal)
+    const hash = createHash('sha256')
+    const file = await open(temp, 'wx', 0o644)
+    try {
+      let position = 0
+      for await (const chunk of engine.readRange(download, 0, layout.size, signal)) {
+        hash.update(chunk)
+        await file.write(chunk, 0, chunk.byteLength, position)
+        position += chunk.byteLength
+      }
+      await download.done
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    signal.removeEventListener('abort', onAbort)
+
+    // The bytes written must hash to the verified content before the file takes its name.
+    const written = cidOfSha256(hash.digest())
+    if (download.content == null || !sameCid(written, download.content)) {
+      throw new VerificationError(`file written for ${options.url.split('?')[0]} hashes to ${written.toString()}, expected ${String(download.content)}`)
+    }
+    await rename(temp, options.output)
+
+    const result: FetchResult = {
+      key: download.key.toString(),
+      digest: `sha256:${Buffer.from(written.multihash.digest).toString('hex')}`,
+      size: layout.size,
+      output: options.output,
+      ...download.stats,
+      ms: Date.now() - started
+    }
+    clearInterval(progressTimer)
+    options.onComplete?.(result)
+
+    // Keep serving pieces to other peers for the seeding period.
+    if (config.seedMs > 0 && !signal.aborted) await lingerFor(config.seedMs, signal)
+    return result
+  } catch (err) {
+    await rm(temp, { force: true })
+    throw err
+  } finally {
+    clearInterval(progressTimer)
+    await engine.stop().catch((err: Error) => { logger.warn({ err: err.message }, 'engine stop failed') })
+  }
+}
+
+async function checkOutput (output: string): Promise<void> {
+  try {
+    const info = await stat(output)
+    if (info.isDirectory()) throw new UsageError(`output path ${output} is a directory: name a file with -o`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  try {
+    const info = await stat(dirname(output))
+    if (!info.isDirectory()) throw new UsageError(`output folder ${dirname(output)} is not a directory`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`output folder ${dirname(output)} does not exist: create it first`)
+    throw err
+  }
+}
+
+async function lingerFor (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(resolve, ms)
+    signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+  })
+}

@@ -1,0 +1,73 @@
+/**
+ * Framed reading and writing on a libp2p stream: DAG-CBOR control frames and
+ * raw data frames, each length-prefixed.
+ */
+import type { AbortOptions, Stream } from '@libp2p/interface'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
+
+/** Read buffer allowed per stream: pipelined pieces are bounded by the callers to well below it. */
+const MAX_BUFFER_BYTES = 96 * 1024 * 1024
+
+export class FramedStream {
+  readonly stream: Stream
+  private readonly lp: LengthPrefixedStream<Stream>
+
+  constructor (stream: Stream) {
+    this.stream = stream
+    this.lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: MAX_BUFFER_BYTES })
+  }
+
+  /** Reads the next frame; resolves undefined when the remote closed cleanly between frames. */
+  async read (options?: AbortOptions): Promise<Uint8Array | undefined> {
+    try {
+      const list = await this.lp.read(options)
+      return list.subarray()
+    } catch (err) {
+      if ((err as Error).name === 'UnexpectedEOFError' && this.stream.readBufferLength === 0) return undefined
+      throw err
+    }
+  }
+
+  /** Writes one control frame. */
+  async write (message: object, options?: AbortOptions): Promise<void> {
+    await this.lp.write(encodeFrame(message), options)
+  }
+
+  /** Writes bytes as data frames of at most CHUNK_BYTES each. */
+  async writeData (bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+    for (let offset = 0; offset < bytes.byteLength; offset += CHUNK_BYTES) {
+      await this.lp.write(bytes.subarray(offset, Math.min(offset + CHUNK_BYTES, bytes.byteLength)), options)
+    }
+  }
+
+  /** Reads exactly `length` bytes sent with writeData into one buffer. */
+  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array> {
+    const out = new Uint8Array(length)
+    let filled = 0
+    while (filled < length) {
+      const list = await this.lp.read(options)
+      if (list.byteLength > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
+      let at = filled
+      for (const part of list) {
+        out.set(part, at)
+        at += part.byteLength
+      }
+      filled += list.byteLength
+      onChunk?.(list.byteLength)
+    }
+    return out
+  }
+
+  async close (): Promise<void> {
+    try {
+      await this.stream.close()
+    } catch {
+      this.stream.abort(new Error('close failed'))
+    }
+  }
+
+  abort (err: Error): void {
+    this.stream.abort(err)
+  }
+}

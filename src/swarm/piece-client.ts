@@ -1,0 +1,144 @@
+/**
+ * Client side of PIECE_PROTOCOL on one stream to one peer: pipelined requests,
+ * answers matched in order, a stall timer per request.
+ */
+import type { Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { ProtocolError, TimeoutError } from '../errors.ts'
+import { MAX_PIECE_SIZE } from '../content/pieces.ts'
+import { FramedStream } from './frames.ts'
+import { decodePieceResponse, type PieceResponse } from './wire.ts'
+
+type HaveResponse = Extract<PieceResponse, { t: 'have' }>
+
+interface Pending {
+  kind: 'have' | 'get'
+  index: number
+  resolve: (value: Uint8Array | HaveResponse | 'missing' | 'busy') => void
+  reject: (err: Error) => void
+  onBytes?: (bytes: number) => void
+}
+
+export interface PieceClientInit {
+  /** A request whose answer makes no progress for this long aborts the stream, in ms. */
+  stallMs: number
+}
+
+export class PieceClient {
+  private readonly framed: FramedStream
+  private readonly key: CID
+  private readonly pending: Pending[] = []
+  private readonly stallMs: number
+  private stallTimer?: NodeJS.Timeout
+  private lastProgress = Date.now()
+  private failure?: Error
+  private reading = false
+
+  constructor (stream: Stream, key: CID, init: PieceClientInit) {
+    this.framed = new FramedStream(stream)
+    this.key = key
+    this.stallMs = init.stallMs
+  }
+
+  /** Requests in flight on this stream. */
+  get inflight (): number {
+    return this.pending.length
+  }
+
+  get closed (): boolean {
+    return this.failure != null
+  }
+
+  /** Asks for the peer's bitfield (and manifest when complete). */
+  async have (): Promise<HaveResponse> {
+    return await this.request({ t: 'have', key: this.key }, 'have', -1) as HaveResponse
+  }
+
+  /**
+   * Fetches piece `index`; resolves 'missing' when the peer no longer has it and
+   * 'busy' when it asks for the piece to be fetched from others first.
+   */
+  async get (index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | 'missing' | 'busy'> {
+    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as Uint8Array | 'missing' | 'busy'
+  }
+
+  /** Fails every request in flight and closes the stream. */
+  abort (err: Error): void {
+    if (this.failure != null) return
+    this.failure = err
+    clearInterval(this.stallTimer)
+    for (const entry of this.pending.splice(0)) entry.reject(err)
+    this.framed.abort(err)
+  }
+
+  async close (): Promise<void> {
+    if (this.failure != null) return
+    this.failure = new Error('piece client closed')
+    clearInterval(this.stallTimer)
+    for (const entry of this.pending.splice(0)) entry.reject(this.failure)
+    await this.framed.close()
+  }
+
+  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | HaveResponse | 'missing' | 'busy'> {
+    if (this.failure != null) throw this.failure
+    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | HaveResponse | 'missing' | 'busy'>()
+    const entry: Pending = { kind, index, resolve, reject }
+    if (onBytes != null) entry.onBytes = onBytes
+    if (this.pending.length === 0) this.lastProgress = Date.now()
+    this.pending.push(entry)
+    this.ensureReader()
+    try {
+      await this.framed.write(message)
+    } catch (err) {
+      this.abort(err as Error)
+    }
+    return await promise
+  }
+
+  private ensureReader (): void {
+    if (this.reading) return
+    this.reading = true
+    this.stallTimer = setInterval(() => {
+      if (this.pending.length > 0 && Date.now() - this.lastProgress > this.stallMs) {
+        this.abort(new TimeoutError(`peer sent nothing for ${this.stallMs} ms`))
+      }
+    }, Math.max(100, Math.floor(this.stallMs / 4)))
+    this.stallTimer.unref()
+    void this.readLoop()
+  }
+
+  private async readLoop (): Promise<void> {
+    try {
+      while (this.failure == null) {
+        const frame = await this.framed.read()
+        if (frame == null) throw new ProtocolError('peer closed the piece stream')
+        this.lastProgress = Date.now()
+        const response = decodePieceResponse(frame)
+        const entry = this.pending[0]
+        if (entry == null) throw new ProtocolError('peer sent an answer nobody requested')
+
+        if (response.t === 'have') {
+          if (entry.kind !== 'have') throw new ProtocolError('peer answered a piece request with a bitfield')
+          this.pending.shift()
+          entry.resolve(response)
+          continue
+        }
+        if (entry.kind !== 'get' || response.i !== entry.index) throw new ProtocolError(`peer answered piece ${response.i} out of order`)
+        if (response.t === 'missing' || response.t === 'busy') {
+          this.pending.shift()
+          entry.resolve(response.t)
+          continue
+        }
+        if (response.n > MAX_PIECE_SIZE) throw new ProtocolError(`peer announced a piece of ${response.n} bytes`)
+        const bytes = await this.framed.readData(response.n, (count) => {
+          this.lastProgress = Date.now()
+          entry.onBytes?.(count)
+        })
+        this.pending.shift()
+        entry.resolve(bytes)
+      }
+    } catch (err) {
+      this.abort(err as Error)
+    }
+  }
+}

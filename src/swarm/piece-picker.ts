@@ -1,0 +1,76 @@
+/**
+ * Choice of the next piece to request from a holder: pieces near a streaming
+ * reader first, then rarest first with random tie-breaks, and duplicates of
+ * pieces already in flight only in the end game.
+ */
+import type { Source } from './sources.ts'
+
+export interface PickerState {
+  count: number
+  /** Piece CIDs known (trusted) so far. */
+  known: (index: number) => boolean
+  local: (index: number) => boolean
+  /** Requests in flight per piece. */
+  inflight: (index: number) => number
+  sources: Iterable<Source>
+  /** Index a streaming reader waits for, or -1. */
+  cursor: number
+}
+
+/** Pieces after the cursor that are fetched in index order before rarest-first applies. */
+export const CURSOR_WINDOW = 8
+
+/** Most requests for one piece at once in the end game. */
+export const ENDGAME_DUPLICATES = 2
+
+/** Returns the piece to request from `source`, or undefined when it has nothing useful. */
+export function pickPiece (source: Source, state: PickerState): number | undefined {
+  const { count, known, local, inflight, cursor } = state
+  const now = Date.now()
+  const wanted = (index: number): boolean => !local(index) && known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
+
+  // A streaming reader's next pieces come first, in order.
+  if (cursor >= 0) {
+    for (let index = cursor; index < Math.min(count, cursor + CURSOR_WINDOW); index++) {
+      if (wanted(index) && inflight(index) === 0) return index
+    }
+  }
+
+  // Rarest first among pieces nobody is fetching yet.
+  const others = [...state.sources].filter(other => other !== source && !other.banned)
+  let best: number | undefined
+  let bestRarity = Infinity
+  let ties = 0
+  let missing = 0
+  for (const index of source.has) {
+    if (!local(index)) missing++
+    if (!wanted(index) || inflight(index) > 0) continue
+    let rarity = 1
+    for (const other of others) if (other.has.has(index)) rarity++
+
+    // A supernode's upload is the scarcest: leave it the pieces no peer has.
+    if (source.supernode && others.some(other => !other.supernode && other.has.has(index))) rarity += 1000
+
+    if (rarity < bestRarity) {
+      best = index
+      bestRarity = rarity
+      ties = 1
+    } else if (rarity === bestRarity && Math.random() * ++ties < 1) {
+      best = index
+    }
+  }
+  if (best != null || missing === 0) return best
+
+  // End game: every piece this holder could give is in flight elsewhere; duplicate the least requested.
+  let endgame: number | undefined
+  let fewest = ENDGAME_DUPLICATES
+  for (const index of source.has) {
+    if (!wanted(index)) continue
+    const requests = inflight(index)
+    if (requests < fewest) {
+      endgame = index
+      fewest = requests
+    }
+  }
+  return endgame
+}

@@ -1,0 +1,119 @@
+/**
+ * Serves bitfields and verified pieces to other peers over PIECE_PROTOCOL.
+ * Requests on one stream are answered in order, so clients may pipeline them.
+ */
+import type { Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { encodeManifest } from '../content/manifest.ts'
+import type { Logger } from '../log.ts'
+import type { ContentRecords } from '../store/content-records.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import { FramedStream } from './frames.ts'
+import type { DfnodeLibp2p } from '../p2p/node.ts'
+import { PIECE_PROTOCOL, decodePieceRequest, encodeBits } from './wire.ts'
+
+export interface PieceServerComponents {
+  node: DfnodeLibp2p
+  store: PieceStore
+  records: ContentRecords
+  logger: Logger
+}
+
+/**
+ * Decides whether a piece is sent now or the requester is told to get it
+ * elsewhere first ('busy'). Supernodes use it to hand each fresh piece to few peers.
+ */
+export type UploadPolicy = (key: CID, index: number, peer: string) => 'serve' | 'busy'
+
+export interface UploadStats {
+  /** Piece bytes sent to other peers. */
+  uploaded: number
+  /** Pieces sent. */
+  pieces: number
+  /** Piece uploads in progress. */
+  active: number
+}
+
+/** Idle time after which a piece stream is closed, in ms. */
+const STREAM_IDLE_MS = 120_000
+
+export class PieceServer {
+  readonly stats: UploadStats = { uploaded: 0, pieces: 0, active: 0 }
+  private readonly components: PieceServerComponents
+  private policy?: UploadPolicy
+
+  constructor (components: PieceServerComponents) {
+    this.components = components
+  }
+
+  /** Installs the policy consulted before each piece upload. */
+  setPolicy (policy: UploadPolicy): void {
+    this.policy = policy
+  }
+
+  async start (): Promise<void> {
+    await this.components.node.handle(PIECE_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 256 })
+  }
+
+  async stop (): Promise<void> {
+    await this.components.node.unhandle(PIECE_PROTOCOL)
+  }
+
+  /** Returns the bitfield of locally verified pieces of a content, or undefined when nothing is known. */
+  bitfield (key: CID): { bits: Uint8Array, size: number, pieceSize: number } | undefined {
+    const record = this.components.records.get(key)
+    if (record == null) return undefined
+    const bits = encodeBits(index => {
+      const cid = record.pieces[index]
+      return cid != null && this.components.store.has(cid)
+    }, record.pieces.length)
+    return { bits, size: record.size, pieceSize: record.pieceSize }
+  }
+
+  private async serve (stream: Stream, peer: string): Promise<void> {
+    const framed = new FramedStream(stream)
+    const { store, records, logger } = this.components
+    stream.inactivityTimeout = STREAM_IDLE_MS
+
+    try {
+      while (true) {
+        const frame = await framed.read()
+        if (frame == null) break
+        const request = decodePieceRequest(frame)
+
+        // Bitfield and, for a complete content, its manifest.
+        if (request.t === 'have') {
+          const held = this.bitfield(request.key)
+          const manifest = records.manifestOf(request.key)
+          await framed.write({ t: 'have', bits: held?.bits, size: held?.size, pieceSize: held?.pieceSize, manifest: manifest != null ? encodeManifest(manifest) : undefined })
+          continue
+        }
+
+        // One piece: header, then its bytes in data frames.
+        if (this.policy?.(request.key, request.i, peer) === 'busy') {
+          await framed.write({ t: 'busy', i: request.i })
+          continue
+        }
+        const cid = records.get(request.key)?.pieces[request.i]
+        const bytes = cid != null ? await store.get(cid) : undefined
+        if (bytes == null) {
+          await framed.write({ t: 'missing', i: request.i })
+          continue
+        }
+        this.stats.active++
+        try {
+          await framed.write({ t: 'piece', i: request.i, n: bytes.byteLength })
+          await framed.writeData(bytes)
+        } finally {
+          this.stats.active--
+        }
+        this.stats.uploaded += bytes.byteLength
+        this.stats.pieces++
+      }
+      await framed.close()
+    } catch (err) {
+      logger.debug({ err, peer: stream.id }, 'piece stream ended with an error')
+      framed.abort(err as Error)
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Peer side of SEED_PROTOCOL: asks a supernode to seed a URL and reads the
+ * stream of piece CIDs it sends back.
+ */
+import type { PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginStatusError, OriginUnreachableError, ProtocolError, TimeoutError, UsageError, VerificationError } from '../errors.ts'
+import type { DfnodeLibp2p } from '../p2p/node.ts'
+import { FramedStream } from './frames.ts'
+import { SEED_PROTOCOL, decodeSeedEvent, type SeedEvent, type SeedRequest } from './wire.ts'
+
+export interface SeedSession {
+  /** Peer id of the supernode, as authenticated by the encrypted connection. */
+  peer: PeerId
+  /** Events until 'done' or 'error'; throws when the stream breaks. */
+  events: AsyncGenerator<SeedEvent>
+  abort (err: Error): void
+}
+
+/** Dials a supernode and sends a seed request. Throws when it cannot be reached. */
+export async function openSeed (node: DfnodeLibp2p, address: string, request: Omit<SeedRequest, 't'>, signal: AbortSignal): Promise<SeedSession> {
+  const connection = await node.dial(multiaddr(address), { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })
+  const stream = await connection.newStream(SEED_PROTOCOL, { signal })
+  const framed = new FramedStream(stream)
+  await framed.write({ t: 'seed', ...request })
+
+  async function * events (): AsyncGenerator<SeedEvent> {
+    while (true) {
+      const frame = await framed.read({ signal })
+      if (frame == null) throw new ProtocolError('supernode closed the seed stream early')
+      const event = decodeSeedEvent(frame)
+      yield event
+      if (event.t === 'done' || event.t === 'error') {
+        await framed.close()
+        return
+      }
+    }
+  }
+  return { peer: connection.remotePeer, events: events(), abort: (err) => { framed.abort(err) } }
+}
+
+/** Rebuilds the error a supernode reported, so callers branch on the same classes. */
+export function errorFromSeedEvent (event: Extract<SeedEvent, { t: 'error' }>): DfnodeError {
+  switch (event.code) {
+    case OriginStatusError.code: return new OriginStatusError(event.message, event.status ?? 502)
+    case OriginNotAllowedError.code: return new OriginNotAllowedError(event.message)
+    case VerificationError.code: return new VerificationError(event.message)
+    case TimeoutError.code: return new TimeoutError(event.message)
+    case UsageError.code: return new UsageError(event.message)
+    case OriginUnreachableError.code: return new OriginUnreachableError(event.message)
+    default: return new NoSourceError(`supernode failed: ${event.message}`)
+  }
+}

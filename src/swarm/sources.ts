@@ -1,0 +1,41 @@
+/**
+ * What the downloader knows about one holder of a content: which pieces it
+ * has, its open piece stream, the requests in flight and how it behaved.
+ */
+import type { PeerId } from '@libp2p/interface'
+import type { PieceClient } from './piece-client.ts'
+
+export class Source {
+  readonly peer: PeerId
+  readonly id: string
+  /** True for a configured supernode, whose piece CIDs are trusted. */
+  readonly supernode: boolean
+  /** Pieces the holder has verified. */
+  readonly has = new Set<number>()
+  /** Pieces requested from this holder and not answered yet. */
+  readonly inflight = new Set<number>()
+  client?: PieceClient
+  connecting?: Promise<PieceClient | undefined>
+  /** Bytes of verified pieces received from it. */
+  bytes = 0
+  /** Dial or stream failures in a row. */
+  failures = 0
+  /** No new request before this time (ms since epoch) after a failure. */
+  retryAt = 0
+  /** Set after it sent bytes that failed verification: never asked again. */
+  banned = false
+  /** Pieces it asked to fetch elsewhere first, with the time (ms since epoch) to ask again. */
+  readonly deferred = new Map<number, number>()
+  /** Last time its bitfield was requested, ms since epoch. */
+  polledAt = 0
+
+  constructor (peer: PeerId, supernode: boolean) {
+    this.peer = peer
+    this.id = peer.toString()
+    this.supernode = supernode
+  }
+
+  usable (now: number): boolean {
+    return !this.banned && now >= this.retryAt
+  }
+}
