@@ -140,3 +140,19 @@ export function exitCodeOf (err: unknown): number {
   if (err instanceof DfnodeError) return err.exitCode
   return ExitCode.failure
 }
+
+/** Rebuilds an error reported by another process from its code, so callers branch on the same classes. */
+export function errorFromCode (code: string, message: string, status?: number): DfnodeError {
+  switch (code) {
+    case OriginStatusError.code: return new OriginStatusError(message, status ?? 502)
+    case OriginNotAllowedError.code: return new OriginNotAllowedError(message)
+    case OriginUnreachableError.code: return new OriginUnreachableError(message)
+    case OriginResponseError.code: return new OriginResponseError(message)
+    case VerificationError.code: return new VerificationError(message)
+    case TimeoutError.code: return new TimeoutError(message)
+    case UsageError.code: return new UsageError(message)
+    case ConfigError.code: return new ConfigError(message)
+    case NoSourceError.code: return new NoSourceError(message)
+    default: return new DfnodeError(message, code, ExitCode.failure)
+  }
+}

@@ -183,7 +183,9 @@ describe('proxy mirror mode', () => {
 
     const unknown = await getBytes(`${proxy.url}/v2/${repo}/manifests/v1?ns=other.example.com`)
     assert.equal(unknown.status, 403)
-    assert.match(unknown.body.toString(), /registry "other\.example\.com" named by \?ns= is not configured/)
+    const error = (JSON.parse(unknown.body.toString()) as { errors: Array<{ code: string, message: string }> }).errors[0]
+    assert.equal(error?.code, 'DENIED')
+    assert.match(error?.message ?? '', /registry "other\.example\.com" named by \?ns= is not configured/)
   })
 
   it('rejects malformed digests and dot segments with 400', async () => {

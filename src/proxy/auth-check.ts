@@ -71,7 +71,7 @@ export class AuthorizationCheck {
       headers,
       ...(signal != null ? { signal } : {})
     })
-    response.body.destroy()
+    await response.body.dump()
     const status = response.statusCode
     if (status < 200 || status >= 400) return { allowed: false, status }
 

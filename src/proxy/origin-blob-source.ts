@@ -11,7 +11,7 @@ import type { Dispatcher } from 'undici'
 import { OriginStatusError, OriginUnreachableError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { BlobHandle, BlobRequest, BlobSource } from './blob-source.ts'
-import type { Upstream } from './upstream.ts'
+import { discardBody, type Upstream } from './upstream.ts'
 
 export interface OriginBlobSourceInit {
   /** Directory for blobs: verified ones in `sha256/<hex>`, downloads under way in `tmp/`. */
@@ -64,7 +64,10 @@ export class OriginBlobSource implements BlobSource {
     const local = await openLocal(finalPath)
     if (local != null) return local
 
-    // 3. Start a download that later requests for the digest share.
+    // 3. Start a download that later requests for the digest share, unless
+    //    another request started one while this one looked on disk.
+    const raced = this.downloads.get(request.digest)
+    if (raced != null) return await (await raced).openHandle()
     const started = this.startDownload(request, finalPath)
     this.downloads.set(request.digest, started)
     started.catch(() => { this.downloads.delete(request.digest) })
@@ -78,7 +81,7 @@ export class OriginBlobSource implements BlobSource {
     if (response.statusCode !== 200) throw await originError(response, url, request.digest)
     const size = Number(response.headers['content-length'])
     if (!Number.isSafeInteger(size) || size < 0) {
-      response.body.destroy()
+      discardBody(response.body)
       throw new OriginUnreachableError(`origin ${url.host} sent blob ${request.digest} without a valid Content-Length (${String(response.headers['content-length'])}): it cannot be served in order`)
     }
 
@@ -129,7 +132,7 @@ export class OriginBlobSource implements BlobSource {
       this.init.logger.debug({ digest: download.digest, bytes: download.size, ms: Math.round(performance.now() - startedAt) }, 'origin download verified')
     } catch (err) {
       download.fail(err as Error)
-      body.destroy()
+      discardBody(body)
       await file.close().catch(() => {})
       await rm(download.tempPath, { force: true })
       if (!this.controller.signal.aborted) this.init.logger.warn({ err, digest: download.digest }, 'origin download failed')
@@ -144,7 +147,7 @@ export class OriginBlobSource implements BlobSource {
     })
     const contentRange = response.headers['content-range']
     if (response.statusCode !== 206 || typeof contentRange !== 'string' || !contentRange.startsWith(`bytes ${download.written}-`)) {
-      response.body.destroy()
+      discardBody(response.body)
       throw new OriginUnreachableError(`origin ${url.host} answered a resume of ${download.digest} at byte ${download.written} with status ${response.statusCode} and Content-Range ${String(contentRange)}, not 206 from that byte`)
     }
     return response.body

@@ -14,7 +14,7 @@ import { upstreamRequestHeaders } from './headers.ts'
 import { passThrough } from './pass-through.ts'
 import { parseRange } from './range.ts'
 import type { BlobTarget } from './request-target.ts'
-import type { Upstream } from './upstream.ts'
+import { discardBody, type Upstream } from './upstream.ts'
 
 export interface ServeBlobContext {
   upstream: Upstream
@@ -171,7 +171,7 @@ async function resumeFromUpstream (context: ServeBlobContext, res: ServerRespons
     const { response } = await context.upstream.requestFollowing(url, { method: 'GET', headers: rangeHeaders, signal })
     const contentRange = response.headers['content-range']
     if (response.statusCode !== 206 || typeof contentRange !== 'string' || !contentRange.startsWith(`bytes ${offset}-`)) {
-      response.body.destroy()
+      discardBody(response.body)
       context.logger.error({ ...where, status: response.statusCode, contentRange }, 'upstream did not honour the resume range, closing the response')
       res.destroy()
       return

@@ -88,13 +88,14 @@ export class ProxyServer {
 
   /** Stops listening, closes open connections and waits for request handlers to finish. */
   async stop (): Promise<void> {
+    const url = this.server.listening ? this.url : undefined
     const closed = new Promise<void>(resolve => { this.server.close(() => { resolve() }) })
     this.server.closeAllConnections()
     this.interceptServer.closeAllConnections()
     for (const socket of this.sockets) socket.destroy()
     await closed
     await Promise.allSettled([...this.inFlight])
-    this.components.logger.info({ url: this.url }, 'proxy stopped')
+    this.components.logger.info({ url }, 'proxy stopped')
   }
 
   /** Address the proxy listens on. */

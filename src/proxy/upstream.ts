@@ -115,3 +115,9 @@ function withoutAuthorization (headers: Record<string, string>): Record<string, 
   }
   return out
 }
+
+/** Drops a response body without reading it; undici reports the drop as an error event, which is ignored here. */
+export function discardBody (body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {})
+  body.destroy()
+}

@@ -10,6 +10,8 @@ import { UsageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
 import { Engine } from './engine.ts'
+import { fetchThroughDaemon } from '../daemon/control-client.ts'
+import { controlSocketPath } from '../daemon/control-protocol.ts'
 
 export interface FetchOptions {
   /** URL to download (http or https). */
@@ -68,6 +70,10 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
   const signal = options.signal ?? new AbortController().signal
   await checkOutput(options.output)
 
+  // A daemon on this host (dfnode proxy) downloads for us, so its node and store serve the swarm.
+  const viaDaemon = await fetchViaDaemon(config, logger, options, signal, started)
+  if (viaDaemon != null) return viaDaemon
+
   // An embedded node for the duration, with a fresh identity so that two fetches on one host are two peers.
   const engine = await Engine.create({
     privateKey: await ephemeralIdentity(),
@@ -81,7 +87,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     storeQuotaBytes: config.storeQuotaBytes,
     logger
   })
-  const temp = join(dirname(options.output), `.${basename(options.output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
+  const temp = tempPathFor(options.output)
   let progressTimer: NodeJS.Timeout | undefined
   try {
     const download = await engine.open({ url: options.url, headers: options.headers ?? {}, ...(options.digest != null ? { digest: options.digest } : {}), filter: config.filter })
@@ -141,6 +147,51 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     clearInterval(progressTimer)
     await engine.stop().catch((err: Error) => { logger.warn({ err: err.message }, 'engine stop failed') })
   }
+}
+
+async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOptions, signal: AbortSignal, started: number): Promise<FetchResult | undefined> {
+  const daemon = await fetchThroughDaemon(controlSocketPath(config.dataDir), {
+    url: options.url,
+    ...(options.digest != null ? { digest: options.digest } : {}),
+    ...(options.headers != null ? { headers: options.headers } : {}),
+    filter: config.filter
+  }, signal)
+  if (daemon == null) return undefined
+  logger.debug({ socket: controlSocketPath(config.dataDir) }, 'fetching through the local daemon')
+
+  const temp = tempPathFor(options.output)
+  try {
+    const hash = createHash('sha256')
+    const file = await open(temp, 'wx', 0o644)
+    let received = 0
+    try {
+      for await (const chunk of daemon.body) {
+        hash.update(chunk)
+        await file.write(chunk)
+        received += chunk.byteLength
+        options.onProgress?.({ received, size: daemon.size, peers: 0, fromSupernode: 0, fromPeers: 0, fromOrigin: 0 })
+      }
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    const outcome = daemon.result()
+    const digest = `sha256:${hash.digest('hex')}`
+    if (received !== daemon.size || digest !== outcome.digest) {
+      throw new VerificationError(`file written for ${options.url.split('?')[0]} has ${received} bytes and digest ${digest}, expected ${daemon.size} bytes and ${outcome.digest}`)
+    }
+    await rename(temp, options.output)
+    const result: FetchResult = { ...outcome, digest, output: options.output, ms: Date.now() - started }
+    options.onComplete?.(result)
+    return result
+  } catch (err) {
+    await rm(temp, { force: true })
+    throw err
+  }
+}
+
+function tempPathFor (output: string): string {
+  return join(dirname(output), `.${basename(output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
 }
 
 async function checkOutput (output: string): Promise<void> {

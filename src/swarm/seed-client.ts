@@ -4,7 +4,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginStatusError, OriginUnreachableError, ProtocolError, TimeoutError, UsageError, VerificationError } from '../errors.ts'
+import { ProtocolError, errorFromCode, type DfnodeError } from '../errors.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
 import { FramedStream } from './frames.ts'
 import { SEED_PROTOCOL, decodeSeedEvent, type SeedEvent, type SeedRequest } from './wire.ts'
@@ -41,13 +41,5 @@ export async function openSeed (node: DfnodeLibp2p, address: string, request: Om
 
 /** Rebuilds the error a supernode reported, so callers branch on the same classes. */
 export function errorFromSeedEvent (event: Extract<SeedEvent, { t: 'error' }>): DfnodeError {
-  switch (event.code) {
-    case OriginStatusError.code: return new OriginStatusError(event.message, event.status ?? 502)
-    case OriginNotAllowedError.code: return new OriginNotAllowedError(event.message)
-    case VerificationError.code: return new VerificationError(event.message)
-    case TimeoutError.code: return new TimeoutError(event.message)
-    case UsageError.code: return new UsageError(event.message)
-    case OriginUnreachableError.code: return new OriginUnreachableError(event.message)
-    default: return new NoSourceError(`supernode failed: ${event.message}`)
-  }
+  return errorFromCode(event.code, event.message, event.status)
 }

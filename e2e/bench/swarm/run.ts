@@ -1,8 +1,8 @@
 /**
- * Swarm benchmark runner: for each peer count, builds a shaped testbed of
- * network namespaces, runs every selected system on it one after another,
- * and prints a markdown table; also writes a CDF plot (SVG) and optionally
- * the report and raw JSON. Run `node e2e/bench/swarm/run.ts --help`.
+ * Swarm benchmark runner. For each peer count it builds a shaped testbed of
+ * network namespaces and runs every selected system on it, one after
+ * another. It prints a markdown report and writes a CDF plot (SVG), and on
+ * request the report and raw JSON as files. See `--help`.
  */
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -26,7 +26,7 @@ import { dfnodeSystem } from './systems/dfnode.ts'
 import { directSystem } from './systems/direct.ts'
 import { ipfsSystem } from './systems/ipfs.ts'
 import type { BenchFile, BenchSystem } from './systems/system.ts'
-import { removeLeftovers, Testbed, testbedPrefix } from './testbed.ts'
+import { namespacesWithPrefix, removeLeftovers, removeNamespacesWithPrefix, Testbed, testbedPrefix } from './testbed.ts'
 import { ORIGIN, scenarioHosts, SUPERNODE } from './topology.ts'
 
 /** Namespace family of the runner; each run uses `dfb-<pid>-`. */
@@ -53,12 +53,19 @@ async function main (argv: readonly string[]): Promise<void> {
 
 async function runBenchmark (options: BenchOptions, argv: readonly string[]): Promise<void> {
   const prefix = testbedPrefix(NAMESPACE_FAMILY)
+  const existing = await namespacesWithPrefix(prefix)
+  if (existing.length > 0) throw new TestbedError(`namespaces with prefix ${prefix} already exist (${existing.join(', ')}): remove them with --cleanup`)
+  const others = await namespacesWithPrefix(NAMESPACE_FAMILY)
+  if (others.length > 0) log.warn({ namespaces: others }, 'namespaces of another benchmark run exist; its processes compete for CPU (remove leftovers with --cleanup)')
+
   const workDir = await mkdtemp(join(tmpdir(), 'dfb-'))
   let testbed: Testbed | undefined
+  // Removes the current testbed and, in case a signal came while one was being built, every namespace of the prefix.
   const cleanUp = async (): Promise<void> => {
     const current = testbed
     testbed = undefined
-    await current?.destroy()
+    await current?.destroy().catch((err: unknown) => { log.error({ err }, 'could not remove the testbed') })
+    await removeNamespacesWithPrefix(prefix)
     if (!options.keepFiles) await rm(workDir, { recursive: true, force: true })
   }
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -146,7 +153,7 @@ async function writeOutput (path: string, text: string): Promise<void> {
   log.info({ path: absolute }, 'wrote output')
 }
 
-/** The Node 24 binary the project installs, or this process's node. */
+/** Returns the Node 24 binary the project installs, or this process's node. */
 function nodeBinary (): string {
   const local = join(PROJECT_ROOT, 'node_modules', '.bin', 'node')
   return existsSync(local) ? local : process.execPath

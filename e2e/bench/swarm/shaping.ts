@@ -10,7 +10,7 @@ import { runCommand } from './commands.ts'
 /**
  * Bytes the HTB class may send at line speed before the rate applies. veth
  * hands over GSO segments of up to 64 KiB, so the burst must exceed that or
- * HTB stalls; above it, 1 ms worth of traffic at the configured rate.
+ * HTB stalls. Above 128 KiB, the burst is 1 ms of traffic at the rate.
  */
 export function burstBytes (mbit: number): number {
   const oneMillisecond = Math.ceil(mbit * 1e6 / 8 / 1000)
@@ -32,17 +32,20 @@ export function egressLimitCommands (namespace: string, device: string, mbit: nu
   const rate = `${mbit}mbit`
   const burst = String(burstBytes(mbit))
   return [
-    ['-n', namespace, 'qdisc', 'replace', 'dev', device, 'root', 'handle', '1:', 'htb', 'default', '1'],
-    ['-n', namespace, 'class', 'replace', 'dev', device, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', rate, 'ceil', rate, 'burst', burst, 'cburst', burst, 'quantum', '65536'],
-    ['-n', namespace, 'qdisc', 'replace', 'dev', device, 'parent', '1:1', 'handle', '10:', 'bfifo', 'limit', String(queueLimitBytes(mbit))]
+    ['-n', namespace, 'qdisc', 'add', 'dev', device, 'root', 'handle', '1:', 'htb', 'default', '1'],
+    ['-n', namespace, 'class', 'add', 'dev', device, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', rate, 'ceil', rate, 'burst', burst, 'cburst', burst, 'quantum', '65536'],
+    ['-n', namespace, 'qdisc', 'add', 'dev', device, 'parent', '1:1', 'handle', '10:', 'bfifo', 'limit', String(queueLimitBytes(mbit))]
   ]
 }
 
-/** Limits the egress of `device` in `namespace` to `mbit` Mbit/s. */
+/** Limits the egress of `device` in `namespace` to `mbit` Mbit/s, replacing any earlier limit. */
 export async function limitEgress (namespace: string, device: string, mbit: number): Promise<void> {
   if (!Number.isFinite(mbit) || mbit <= 0) {
     throw new RangeError(`invalid link rate ${mbit} Mbit/s for ${device} in ${namespace}: expected a positive number`)
   }
+  // HTB rejects `qdisc replace` of an HTB root, so an earlier limit is deleted first.
+  const current = await runCommand('tc', ['-n', namespace, 'qdisc', 'show', 'dev', device])
+  if (/^qdisc htb 1: root/m.test(current)) await runCommand('tc', ['-n', namespace, 'qdisc', 'del', 'dev', device, 'root'])
   for (const args of egressLimitCommands(namespace, device, mbit)) {
     await runCommand('tc', args)
   }
@@ -50,8 +53,10 @@ export async function limitEgress (namespace: string, device: string, mbit: numb
 
 /** Returns the rate in bit/s of the HTB class on `device`, or undefined when it has none. */
 export async function egressRateBits (namespace: string, device: string): Promise<number | undefined> {
-  const json = await runCommand('tc', ['-j', '-n', namespace, 'class', 'show', 'dev', device])
-  const classes = JSON.parse(json) as Array<{ class?: string, handle?: string, rate?: number }>
-  const htb = classes.find((entry) => entry.class === 'htb' && entry.handle === '1:1')
-  return htb?.rate
+  // `tc -j class show` prints plain text for HTB classes in iproute2 6.1, so the text form is parsed.
+  const text = await runCommand('tc', ['-n', namespace, 'class', 'show', 'dev', device])
+  const match = /class htb 1:1 .*?\brate (\d+(?:\.\d+)?)([KMG]?)bit\b/.exec(text)
+  if (match == null) return undefined
+  const scale: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9 }
+  return Math.round(Number(match[1]) * (scale[match[2] ?? ''] ?? 1))
 }

@@ -76,6 +76,18 @@ export async function removeNamespace (namespace: string): Promise<void> {
   await runCommand('ip', ['netns', 'delete', namespace])
 }
 
+/** Deletes every namespace whose name starts with `prefix`, bridge namespaces last; returns their names. */
+export async function removeNamespacesWithPrefix (prefix: string): Promise<string[]> {
+  const names = await namespacesWithPrefix(prefix)
+  for (const name of bridgeLast(names)) await removeNamespace(name)
+  return names
+}
+
+/** Orders host namespaces before bridge namespaces, so veths go before the bridge they are ports of. */
+function bridgeLast (names: readonly string[]): string[] {
+  return [...names].sort((a, b) => Number(a.endsWith('-bridge')) - Number(b.endsWith('-bridge')))
+}
+
 export interface LeftoverReport {
   /** Namespaces deleted because the run that made them no longer exists. */
   removed: string[]
@@ -92,9 +104,7 @@ export async function removeLeftovers (family: string): Promise<LeftoverReport> 
   const pattern = new RegExp(`^${family.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)-`)
   const names = await listNamespaces()
 
-  // Host namespaces first, so their veths are gone before the bridge namespace goes.
-  const ordered = [...names].sort((a, b) => Number(a.endsWith('-bridge')) - Number(b.endsWith('-bridge')))
-  for (const name of ordered) {
+  for (const name of bridgeLast(names)) {
     const match = pattern.exec(name)
     if (match == null) continue
     const pid = Number(match[1])

@@ -1,0 +1,74 @@
+/**
+ * A supernode and five peers, each a separate dfnode process on loopback,
+ * fetch one file at once from a real HTTP origin that counts its bytes.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestOrigin } from './helpers/origin-server.ts'
+import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+
+const MiB = 1024 * 1024
+
+interface FetchSummary {
+  digest: string
+  size: number
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+  fromLocal: number
+}
+
+describe('swarm of five peers', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-swarm-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop()))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('serves a 64 MiB file from the origin once', async () => {
+    const body = randomBytes(64 * MiB)
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`
+    origin.files.set('/swarm.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    processes.push(supernode.process)
+
+    // Five peers at once; each keeps serving for a while after it finishes.
+    const peers = Array.from({ length: 5 }, (_, index) => new DfnodeProcess([
+      'fetch', `${base}/swarm.bin`, '-o', join(dir, `out-${index}`),
+      '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0',
+      '--data-dir', join(dir, `peer-${index}`), '--json', '--seed-time', '30s'
+    ]))
+    processes.push(...peers)
+    const summaries = await Promise.all(peers.map(async peer => await peer.json<FetchSummary>()))
+
+    // Every output is the file.
+    for (let index = 0; index < peers.length; index++) {
+      assert.equal(summaries[index]!.digest, digest)
+      const written = await readFile(join(dir, `out-${index}`))
+      assert.equal(`sha256:${createHash('sha256').update(written).digest('hex')}`, digest)
+    }
+
+    // The origin sent the file's bytes once.
+    assert.equal(origin.served.get('/swarm.bin'), body.byteLength)
+
+    // Peers got at least half of their bytes from each other.
+    const fromPeers = summaries.reduce((sum, summary) => sum + summary.fromPeers, 0)
+    const total = summaries.reduce((sum, summary) => sum + summary.size, 0)
+    assert.ok(fromPeers >= total / 2, `peers got ${fromPeers} of ${total} bytes from each other`)
+    assert.equal(summaries.reduce((sum, summary) => sum + summary.fromOrigin, 0), 0)
+  })
+})
