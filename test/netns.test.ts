@@ -86,6 +86,12 @@ test('netns testbed transfers through the bridge', async (t) => {
       }
     })
 
+    await t.test('second testbed with same prefix rejected', async () => {
+      const before = await namespacesWithPrefix(prefix)
+      await assert.rejects(Testbed.create(prefix, HOSTS), (err: Error) => err.name === 'TestbedError' && err.message.includes('already exist'))
+      assert.deepEqual(await namespacesWithPrefix(prefix), before)
+    })
+
     await t.test('curl fetches the file through the bridge', async () => {
       const output = join(workDir, 'h1-curl.bin')
       const countersBefore = await testbed.allCounters()

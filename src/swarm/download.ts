@@ -121,6 +121,7 @@ export class Download {
   private hashing = false
   private readonly recent = new Map<number, Uint8Array>()
   private scheduled = false
+  private lookingUp = false
   private unwatch?: () => void
   private timers: NodeJS.Timeout[] = []
   private readonly started = Date.now()
@@ -298,7 +299,9 @@ export class Download {
   private async withoutLayout (): Promise<void> {
     const deadline = Date.now() + (this.init.holderWaitMs ?? 3000)
     while (this.layout == null && Date.now() < deadline && this.failure == null) {
-      await sleep(200, this.controller.signal)
+      void this.lookupProviders(1000)
+      await sleep(250, this.controller.signal)
+      this.poll()
     }
     if (this.layout != null || this.failure != null) return
     if (!this.init.backSource) {
@@ -390,9 +393,17 @@ export class Download {
     this.schedule()
   }
 
-  private async lookupProviders (): Promise<void> {
-    if (this.finished || this.failure != null) return
-    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(PROVIDER_LOOKUP_MS)])
+  private async lookupProviders (timeoutMs = PROVIDER_LOOKUP_MS): Promise<void> {
+    if (this.finished || this.failure != null || this.lookingUp) return
+    this.lookingUp = true
+    try {
+      await this.collectProviders(AbortSignal.any([this.controller.signal, AbortSignal.timeout(timeoutMs)]))
+    } finally {
+      this.lookingUp = false
+    }
+  }
+
+  private async collectProviders (signal: AbortSignal): Promise<void> {
     for await (const provider of this.components.discovery.findProviders(this.key, signal)) {
       if (provider.multiaddrs.length > 0) {
         await this.components.node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})

@@ -6,15 +6,16 @@
 import { completionTimes, type BenchResults } from './results.ts'
 
 const PANEL_WIDTH = 380
-const PANEL_HEIGHT = 260
-const MARGIN = { left: 52, right: 16, top: 56, bottom: 44 }
+const PANEL_HEIGHT = 280
+const MARGIN = { left: 56, right: 16, top: 76, bottom: 44 }
 const COLORS: Record<string, string> = { dfnode: '#d62728', direct: '#7f7f7f', bittorrent: '#1f77b4', ipfs: '#2ca02c' }
 const FALLBACK_COLORS = ['#9467bd', '#8c564b', '#e377c2', '#17becf']
 
 /** Renders the CDF plot of every scenario as an SVG document. */
 export function renderCdfSvg (results: BenchResults): string {
   const scenarios = results.scenarios
-  const width = Math.max(1, scenarios.length) * PANEL_WIDTH
+  // At least two panels wide, so the title fits when there is one scenario.
+  const width = Math.max(2, scenarios.length) * PANEL_WIDTH
   const height = PANEL_HEIGHT + 28
   const systems = [...new Map(scenarios.flatMap((scenario) => scenario.records.map((record) => [record.systemId, record.title] as const))).entries()]
   const colorOf = (id: string, index: number): string => COLORS[id] ?? FALLBACK_COLORS[index % FALLBACK_COLORS.length] ?? '#000'
@@ -22,13 +23,15 @@ export function renderCdfSvg (results: BenchResults): string {
   const parts: string[] = []
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`)
   parts.push(`<rect width="${width}" height="${height}" fill="white"/>`)
-  parts.push(`<text x="8" y="16" font-size="13">Completion-time CDF, file ${(results.settings.fileBytes / 2 ** 20).toFixed(0)} MiB, peers ${results.settings.peerMbit} Mbit/s, origin ${results.settings.originMbit} Mbit/s (dashed: T*)</text>`)
+  const { settings } = results
+  parts.push('<text x="8" y="16" font-size="13">Completion-time CDF per system (dashed line: lower bound T*)</text>')
+  parts.push(`<text x="8" y="32">file ${(settings.fileBytes / 2 ** 20).toFixed(0)} MiB; Mbit/s: peers ${settings.peerMbit}, origin ${settings.originMbit}, supernode ${settings.supernodeMbit}</text>`)
 
-  // Legend across the top.
+  // Legend below the title.
   let legendX = 8
   for (const [index, [id, title]] of systems.entries()) {
-    parts.push(`<line x1="${legendX}" y1="30" x2="${legendX + 18}" y2="30" stroke="${colorOf(id, index)}" stroke-width="2"/>`)
-    parts.push(`<text x="${legendX + 22}" y="34">${escapeXml(title)}</text>`)
+    parts.push(`<line x1="${legendX}" y1="46" x2="${legendX + 18}" y2="46" stroke="${colorOf(id, index)}" stroke-width="2"/>`)
+    parts.push(`<text x="${legendX + 22}" y="50">${escapeXml(title)}</text>`)
     legendX += 30 + title.length * 6.5
   }
 
@@ -54,6 +57,8 @@ export function renderCdfSvg (results: BenchResults): string {
       parts.push(`<text x="${originX - 6}" y="${y(share) + 4}" text-anchor="end">${share.toFixed(2)}</text>`)
     }
     parts.push(`<text x="${originX + plotWidth / 2}" y="${y(0) + 32}" text-anchor="middle">seconds since start</text>`)
+    const labelY = plotTop + plotHeight / 2
+    parts.push(`<text x="${originX - 40}" y="${labelY}" text-anchor="middle" transform="rotate(-90 ${originX - 40} ${labelY})">share of peers complete</text>`)
     parts.push(`<line x1="${x(scenario.lowerBound.seconds)}" y1="${plotTop}" x2="${x(scenario.lowerBound.seconds)}" y2="${y(0)}" stroke="#000" stroke-dasharray="4 3"/>`)
 
     // One step line per system over the peers that completed.

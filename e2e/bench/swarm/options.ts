@@ -23,6 +23,8 @@ export interface BenchOptions {
   timeoutSeconds: number | undefined
   keepFiles: boolean
   originPort: number
+  /** Results JSON of an earlier run to render instead of running. */
+  fromJson: string | undefined
 }
 
 export const HELP = `Usage: node e2e/bench/swarm/run.ts [options]
@@ -45,6 +47,8 @@ Options:
                         (default 3 x N x size / origin rate + 60)
   --origin-port N       TCP port of the HTTP origin (default 8080)
   --keep                keep the work directory (outputs, logs, usage reports)
+  --from-json FILE      render the report and plot from the JSON of an earlier run
+                        (written with --json) instead of running
   --cleanup             remove namespaces left by runs that no longer exist, then exit
   -h, --help            show this help
 `
@@ -69,7 +73,8 @@ export function parseOptions (argv: readonly string[]): BenchOptions {
         json: { type: 'string' },
         'timeout-s': { type: 'string' },
         'origin-port': { type: 'string', default: '8080' },
-        keep: { type: 'boolean', default: false }
+        keep: { type: 'boolean', default: false },
+        'from-json': { type: 'string' }
       }
     })
   } catch (err) {
@@ -99,7 +104,8 @@ export function parseOptions (argv: readonly string[]): BenchOptions {
     json: values.json,
     timeoutSeconds: values['timeout-s'] != null ? parseInteger('--timeout-s', values['timeout-s'], 1, 86_400) : undefined,
     keepFiles: values.keep,
-    originPort: parseInteger('--origin-port', values['origin-port'], 1, 65_535)
+    originPort: parseInteger('--origin-port', values['origin-port'], 1, 65_535),
+    fromJson: values['from-json']
   }
 }
 

@@ -5,7 +5,7 @@
  * request the report and raw JSON as files. See `--help`.
  */
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { exitCodeOf } from '../../../src/errors.ts'
@@ -39,6 +39,11 @@ async function main (argv: readonly string[]): Promise<void> {
   const options = parseOptions(argv)
   if (options.help) {
     process.stdout.write(HELP)
+    return
+  }
+  if (options.fromJson != null) {
+    const results = JSON.parse(await readFile(resolve(options.fromJson), 'utf8')) as BenchResults
+    await writeReports(results, options)
     return
   }
   await checkPrerequisites()
@@ -133,17 +138,22 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
       testbed = undefined
     }
 
-    // 3. Report, plot and raw results.
-    const report = renderReport(results)
-    process.stdout.write(report)
-    if (options.out != null) await writeOutput(options.out, report)
-    await writeOutput(options.svg, renderCdfSvg(results))
+    // 3. Raw results, report and plot.
     if (options.json != null) await writeOutput(options.json, JSON.stringify(results, null, 2) + '\n')
+    await writeReports(results, options)
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await cleanUp()
   }
+}
+
+/** Prints the markdown report and writes it (with --out) and the CDF plot. */
+async function writeReports (results: BenchResults, options: BenchOptions): Promise<void> {
+  const report = renderReport(results)
+  process.stdout.write(report)
+  if (options.out != null) await writeOutput(options.out, report)
+  await writeOutput(options.svg, renderCdfSvg(results))
 }
 
 async function writeOutput (path: string, text: string): Promise<void> {

@@ -1,0 +1,219 @@
+/**
+ * Failures around a download: a supernode that dies half-way, a peer whose
+ * store serves corrupt pieces, origins that fail, hang or ignore Range, and a
+ * wrong --digest. Every process is a real dfnode on loopback.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, readFile, rm, open } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestOrigin } from './helpers/origin-server.ts'
+import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+
+const MiB = 1024 * 1024
+
+interface FetchSummary {
+  digest: string
+  size: number
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+}
+
+/** Returns a TCP port on loopback that was free a moment ago. */
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise(resolve => server.close(resolve))
+  return port
+}
+
+function sha256 (bytes: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+}
+
+/** Lists files below a directory, recursively. */
+async function filesUnder (path: string): Promise<string[]> {
+  if (!existsSync(path)) return []
+  const entries = await readdir(path, { recursive: true, withFileTypes: true })
+  return entries.filter(entry => entry.isFile()).map(entry => join(entry.parentPath, entry.name))
+}
+
+describe('faults', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  const fetchArgs = (name: string, path: string, supernode: string | undefined, extra: string[] = []): string[] => [
+    'fetch', `${base}${path}`, '-o', join(dir, `${name}.out`),
+    ...(supernode != null ? ['--supernode', supernode] : []),
+    '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, name), '--json', ...extra
+  ]
+
+  const run = (args: string[]): DfnodeProcess => {
+    const child = new DfnodeProcess(args)
+    processes.push(child)
+    return child
+  }
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-faults-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop('SIGKILL')))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('supernode killed half-way: peers finish', async () => {
+    // A slow origin that also ignores Range, so the back-to-source path must skip bytes itself.
+    const body = randomBytes(32 * MiB)
+    origin.files.set('/half.bin', { body, bytesPerSecond: 8 * MiB, ignoreRange: true })
+    const supernode = await startSupernodeProcess(join(dir, 'half-supernode'))
+    processes.push(supernode.process)
+    const peers = [0, 1, 2].map(index => run(fetchArgs(`half-${index}`, '/half.bin', supernode.address, ['--seed-time', '60s'])))
+
+    // Kill the supernode once the origin has sent half of the file.
+    const deadline = Date.now() + 60_000
+    while ((origin.served.get('/half.bin') ?? 0) < body.byteLength / 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    await supernode.process.stop('SIGKILL')
+    const servedBeforeKill = origin.served.get('/half.bin') ?? 0
+    assert.ok(servedBeforeKill < body.byteLength, 'the supernode died before it had the whole file')
+
+    const summaries = await Promise.all(peers.map(async peer => await peer.json<FetchSummary>(120_000)))
+    for (const [index, summary] of summaries.entries()) {
+      assert.equal(summary.digest, sha256(body))
+      assert.equal(sha256(await readFile(join(dir, `half-${index}.out`))), sha256(body))
+      // Each peer fetched from the origin at most what the supernode had not verified yet.
+      assert.ok(summary.fromOrigin <= body.byteLength - summary.fromSupernode, `peer ${index} took ${summary.fromOrigin} bytes from the origin`)
+      assert.ok(summary.fromOrigin < body.byteLength, `peer ${index} fetched everything from the origin`)
+    }
+  })
+
+  it('corrupt peer is dropped, download completes', async () => {
+    const body = randomBytes(16 * MiB)
+    const digest = sha256(body)
+    origin.files.set('/corrupt.bin', { body })
+
+    // Peer A downloads the file straight from the origin and keeps serving it on a known port.
+    const port = await freePort()
+    const holder = run([...fetchArgs('corrupt-holder', '/corrupt.bin', undefined, ['--digest', digest, '--seed-time', '120s']).filter(arg => arg !== '/ip4/127.0.0.1/tcp/0' && arg !== '--listen'), '--listen', `/ip4/127.0.0.1/tcp/${port}`])
+    const held = await holder.json<FetchSummary>()
+    assert.equal(held.fromOrigin, body.byteLength)
+
+    // Its piece files go bad on disk, in place, after it verified them.
+    const pieces = (await filesUnder(join(dir, 'corrupt-holder', 'store', 'pieces'))).filter(path => !path.includes('.tmp-'))
+    assert.ok(pieces.length >= 4, `holder stored ${pieces.length} pieces`)
+    for (const path of pieces) {
+      const file = await open(path, 'r+')
+      await file.write(Buffer.from('corrupt!'), 0, 8, 0)
+      await file.close()
+    }
+    const servedBefore = origin.served.get('/corrupt.bin') ?? 0
+
+    // Peer B knows only A's address: A is no supernode, so B finds it as a DHT provider, takes its
+    // manifest, rejects every piece A sends, drops A and falls back to the origin.
+    const fetcher = run(fetchArgs('corrupt-fetcher', '/corrupt.bin', `/ip4/127.0.0.1/tcp/${port}`, ['--digest', digest]))
+    const summary = await fetcher.json<FetchSummary>()
+    assert.match(fetcher.stderr, /dropped a peer that sent bytes failing verification/)
+    assert.equal(summary.digest, digest)
+    assert.equal(sha256(await readFile(join(dir, 'corrupt-fetcher.out'))), digest)
+    assert.equal(summary.fromPeers, 0)
+    assert.equal((origin.served.get('/corrupt.bin') ?? 0) - servedBefore, body.byteLength)
+  })
+
+  for (const [name, file, exitCode] of [
+    ['origin 404', undefined, 3],
+    ['origin 500', { body: Buffer.alloc(0), status: 500 }, 6]
+  ] as const) {
+    it(`${name}: clear error, nothing kept`, async () => {
+      const path = `/${name.replace(' ', '-')}.bin`
+      if (file != null) origin.files.set(path, file)
+      const supernode = await startSupernodeProcess(join(dir, `${name}-supernode`))
+      processes.push(supernode.process)
+      const child = run(fetchArgs(name, path, supernode.address))
+      const code = await child.exited
+      assert.equal(code, exitCode)
+      assert.match(child.stderr, new RegExp(`dfnode: .*${file?.status ?? 404}`))
+      assert.equal(existsSync(join(dir, `${name}.out`)), false)
+      assert.deepEqual((await readdir(dir)).filter(entry => entry.startsWith(`.${name}.out`)), [])
+      assert.deepEqual(await filesUnder(join(dir, `${name}-supernode`, 'store', 'contents')), [])
+      assert.deepEqual(await filesUnder(join(dir, name, 'store', 'contents')), [])
+    })
+  }
+
+  it('hung origin: timeout error, no output', async () => {
+    origin.files.set('/hung.bin', { body: Buffer.alloc(1024), hang: true })
+    const supernode = await startSupernodeProcess(join(dir, 'hung-supernode'))
+    processes.push(supernode.process)
+    const child = run(fetchArgs('hung', '/hung.bin', supernode.address, ['--timeout', '3s']))
+    assert.equal(await child.exited, 5)
+    assert.match(child.stderr, /dfnode: .*tim/i)
+    assert.equal(existsSync(join(dir, 'hung.out')), false)
+    assert.deepEqual(await filesUnder(join(dir, 'hung', 'store', 'contents')), [])
+  })
+
+  it('digest mismatch: error, no output', async () => {
+    const body = randomBytes(1 * MiB)
+    origin.files.set('/mismatch.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'mismatch-supernode'))
+    processes.push(supernode.process)
+    const wrong = sha256(Buffer.from('something else'))
+    const child = run(fetchArgs('mismatch', '/mismatch.bin', supernode.address, ['--digest', wrong]))
+    assert.equal(await child.exited, 4)
+    assert.match(child.stderr, /dfnode: .*(digest|hash)/)
+    assert.equal(existsSync(join(dir, 'mismatch.out')), false)
+    assert.deepEqual(await filesUnder(join(dir, 'mismatch-supernode', 'store', 'contents')), [])
+  })
+
+  it('zero-byte file downloads', async () => {
+    origin.files.set('/empty.bin', { body: Buffer.alloc(0) })
+    const supernode = await startSupernodeProcess(join(dir, 'empty-supernode'))
+    processes.push(supernode.process)
+    const child = run(fetchArgs('empty', '/empty.bin', supernode.address))
+    const summary = await child.json<FetchSummary>()
+    assert.equal(summary.size, 0)
+    assert.equal((await readFile(join(dir, 'empty.out'))).byteLength, 0)
+    assert.equal(await child.exited, 0)
+  })
+
+  it('two fetches of one URL on one host', async () => {
+    const body = randomBytes(8 * MiB)
+    origin.files.set('/twice.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'twice-supernode'))
+    processes.push(supernode.process)
+    const shared = join(dir, 'twice-host')
+    const first = run(['fetch', `${base}/twice.bin`, '-o', join(dir, 'twice-1.out'), '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', shared, '--json'])
+    const second = run(['fetch', `${base}/twice.bin`, '-o', join(dir, 'twice-2.out'), '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', shared, '--json'])
+    assert.deepEqual(await Promise.all([first.exited, second.exited]), [0, 0])
+    assert.equal(sha256(await readFile(join(dir, 'twice-1.out'))), sha256(body))
+    assert.equal(sha256(await readFile(join(dir, 'twice-2.out'))), sha256(body))
+    assert.equal(origin.served.get('/twice.bin'), body.byteLength)
+  })
+
+  it('no supernode, no back-source: exit 7', async () => {
+    origin.files.set('/nosource.bin', { body: randomBytes(1024) })
+    const child = run(fetchArgs('nosource', '/nosource.bin', undefined, ['--no-back-source']))
+    assert.equal(await child.exited, 7)
+    assert.match(child.stderr, /dfnode: no supernode or peer/)
+    assert.equal(origin.requests.get('/nosource.bin'), undefined)
+  })
+
+  it('unreachable supernode: back-source completes', async () => {
+    const body = randomBytes(2 * MiB)
+    origin.files.set('/unreachable.bin', { body })
+    // Port 1 on loopback: nothing listens there, so the dial is refused at once.
+    const child = run(fetchArgs('unreachable', '/unreachable.bin', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ'))
+    const summary = await child.json<FetchSummary>()
+    assert.equal(summary.fromOrigin, body.byteLength)
+    assert.match(child.stderr, /supernode unreachable/)
+  })
+})
