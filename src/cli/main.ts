@@ -13,7 +13,7 @@ import { GLOBAL_OPTIONS } from './setup.ts'
 import { supernodeCommand } from './supernode.ts'
 
 /** Commands in the order `dfnode --help` lists them. */
-const COMMANDS: readonly Command[] = [
+export const COMMANDS: readonly Command[] = [
   supernodeCommand,
   fetchCommand
 ]

@@ -6,7 +6,9 @@ import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import { parseDuration } from '../config/units.ts'
+import { startDaemon } from '../daemon/start.ts'
 import { ConfigError, ExitCode, UsageError } from '../errors.ts'
+import type { BlobSource } from '../proxy/blob-source.ts'
 import { OriginBlobSource } from '../proxy/origin-blob-source.ts'
 import { resolveProxyOptions, type ProxyOptionsInput } from '../proxy/options.ts'
 import { ProxyServer } from '../proxy/server.ts'
@@ -35,7 +37,13 @@ export const proxyCommand: Command = {
     { name: 'hijack-host', type: 'string', description: 'Regular expression matched against host:port of CONNECT requests to intercept; repeatable (default: the configured registries)' },
     { name: 'ca-cert', type: 'string', description: 'CA certificate that signs intercepted hosts\' certificates (default: <data dir>/ca/ca.crt)' },
     { name: 'ca-key', type: 'string', description: 'Private key of that CA (default: <data dir>/ca/ca.key)' },
-    { name: 'auth-cache-ttl', type: 'string', description: 'How long an allowed blob authorization check is reused: seconds or a duration such as 30s (default: 30s)' }
+    { name: 'auth-cache-ttl', type: 'string', description: 'How long an allowed blob authorization check is reused: seconds or a duration such as 30s (default: 30s)' },
+    { name: 'supernode', type: 'string', description: 'Supernode multiaddr; repeatable, replaces the configured list (default: the config, else /etc/dragonfly.conf)' },
+    { name: 'listen', type: 'string', description: 'Multiaddr the swarm node listens on for other peers; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
+    { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
+    { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 50GiB (default: 20GiB)' },
+    { name: 'no-back-source', type: 'boolean', description: 'Never fetch from the registry when no supernode or peer has a blob; the proxy then forwards the request instead (default: fetch)' },
+    { name: 'origin-only', type: 'boolean', description: 'Do not join the swarm: download each blob from the registry once per host, into <data dir>/proxy-blobs (default: off)' }
   ],
   examples: [
     'proxy --registry https://registry.example.com',
@@ -46,7 +54,14 @@ export const proxyCommand: Command = {
 
 async function runProxy (invocation: Invocation): Promise<number> {
   const { options, io } = invocation
-  const config = await loadCommandConfig(invocation, 'proxy', {})
+  const config = await loadCommandConfig(invocation, 'proxy', {
+    supernodes: listOption(options, 'supernode'),
+    listen: listOption(options, 'listen'),
+    announce: listOption(options, 'announce'),
+    storeQuotaBytes: stringOption(options, 'store-quota'),
+    backSource: booleanOption(options, 'back-source')
+  })
+  const originOnly = booleanOption(options, 'origin-only') === true
 
   // 1. Settings file first, then flags.
   const settingsPath = stringOption(options, 'proxy-config')
@@ -59,25 +74,38 @@ async function runProxy (invocation: Invocation): Promise<number> {
   const proxyOptions = resolveProxyOptions(input)
 
   return await runWithLogger(config, 'proxy', async logger => {
+    // 1. Listen for termination first, so that a signal during start-up stops the proxy once it is up.
     const stopRequested = Promise.withResolvers<NodeJS.Signals>()
     const removeHandlers = onTermination(['SIGINT', 'SIGTERM'], signal => stopRequested.resolve(signal))
     const upstream = new Upstream({ tlsFor: await loadUpstreamTls(proxyOptions), headersTimeoutMs: proxyOptions.headersTimeoutMs, bodyTimeoutMs: proxyOptions.bodyTimeoutMs })
-    // NOTE: blobs come straight from the origin (one download per host) until the swarm's BlobSource is wired in here.
-    const blobSource = new OriginBlobSource({ directory: join(config.dataDir, 'proxy-blobs'), upstream, logger })
-    const server = new ProxyServer({ logger, blobSource, upstream }, proxyOptions)
+    const stops: Array<() => Promise<void>> = [async () => { await upstream.close() }]
+
     try {
-      await blobSource.start()
+      // 2. Start the blob source: the swarm node of this host, or downloads straight from the registry.
+      let blobSource: BlobSource
+      if (originOnly) {
+        const origin = new OriginBlobSource({ directory: join(config.dataDir, 'proxy-blobs'), upstream, logger })
+        await origin.start()
+        stops.unshift(async () => { await origin.stop() })
+        blobSource = origin
+      } else {
+        const daemon = await startDaemon(config, logger)
+        stops.unshift(async () => { await daemon.stop() })
+        blobSource = daemon.blobSource
+      }
+
+      // 3. Serve until a signal.
+      const server = new ProxyServer({ logger, blobSource, upstream }, proxyOptions)
       await server.start()
+      stops.unshift(async () => { await server.stop() })
       io.stdout.write(`${server.url}\n`)
 
       const signal = await stopRequested.promise
       logger.info({ signal }, 'stopping proxy')
-      await server.stop()
       return ExitCode.ok
     } finally {
       removeHandlers()
-      await blobSource.stop()
-      await upstream.close()
+      for (const stop of stops) await stop()
     }
   })
 }

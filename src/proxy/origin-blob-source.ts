@@ -218,7 +218,7 @@ class Download {
       if (!this.verified || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
       file = await open(this.finalPath, 'r')
     }
-    return fileHandle(file, this.size, false, this)
+    return fileHandle(file, this.size, this.verified, this)
   }
 
   private wake (): void {

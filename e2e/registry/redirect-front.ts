@@ -1,0 +1,157 @@
+/**
+ * A front for a TestRegistry that behaves like a registry on object storage:
+ * blob GETs and HEADs answer 307 to a storage URL whose signed query
+ * (Expires, Signature, a nonce) differs on every request, and a storage
+ * server serves the registry's blob files at those URLs after checking the
+ * signature. Everything else is relayed to the registry.
+ */
+import { createHmac, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { request } from 'undici'
+import type { TestRegistry } from './registry.ts'
+
+export interface StorageRequest {
+  method: string
+  /** Path without the query string. */
+  path: string
+  status: number
+  range?: string
+}
+
+export class RedirectFront {
+  /** URL of the front, to use as the registry. */
+  url = ''
+  /** URL of the storage server. */
+  storageUrl = ''
+  /** Requests the storage server answered. */
+  readonly storageRequests: StorageRequest[] = []
+  private readonly registry: TestRegistry
+  private readonly key = randomBytes(32)
+  private readonly front: Server
+  private readonly storage: Server
+
+  constructor (registry: TestRegistry) {
+    this.registry = registry
+    this.front = createServer((req, res) => { void this.handleFront(req, res).catch(() => res.destroy()) })
+    this.storage = createServer((req, res) => { void this.handleStorage(req, res).catch(() => res.destroy()) })
+  }
+
+  async start (): Promise<void> {
+    for (const server of [this.front, this.storage]) await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    this.url = `http://127.0.0.1:${(this.front.address() as AddressInfo).port}`
+    this.storageUrl = `http://127.0.0.1:${(this.storage.address() as AddressInfo).port}`
+  }
+
+  async stop (): Promise<void> {
+    for (const server of [this.front, this.storage]) {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
+  }
+
+  /** Returns a freshly signed storage URL for `digest`. */
+  signedUrl (digest: string, expiresInSeconds = 300): string {
+    const hex = digest.slice('sha256:'.length)
+    const path = `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`
+    const expires = String(Math.floor(Date.now() / 1000) + expiresInSeconds)
+    const nonce = randomBytes(8).toString('hex')
+    return `${this.storageUrl}${path}?Expires=${expires}&nonce=${nonce}&Signature=${this.sign(path, expires, nonce)}`
+  }
+
+  private sign (path: string, expires: string, nonce: string): string {
+    return createHmac('sha256', this.key).update(`${path}\n${expires}\n${nonce}`).digest('hex')
+  }
+
+  private async handleFront (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.url)
+    const blob = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url.pathname)
+    const headers: Record<string, string> = {}
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (typeof value === 'string' && name !== 'host' && name !== 'connection') headers[name] = value
+    }
+
+    // Blob reads: check with the registry (existence, auth), then redirect.
+    if (blob?.[1] != null && (req.method === 'GET' || req.method === 'HEAD')) {
+      const check = await request(`${this.registry.url}${url.pathname}`, { method: 'HEAD', headers })
+      await check.body.dump()
+      if (check.statusCode !== 200) {
+        const answer = await request(`${this.registry.url}${url.pathname}`, { method: 'GET', headers })
+        res.writeHead(answer.statusCode, answer.headers as Record<string, string>)
+        await pipeline(answer.body, res)
+        return
+      }
+      res.writeHead(307, { location: this.signedUrl(blob[1]), 'content-length': 0 }).end()
+      return
+    }
+
+    const answer = await request(`${this.registry.url}${url.pathname}${url.search}`, {
+      method: (req.method ?? 'GET') as 'GET',
+      headers,
+      body: req.method === 'GET' || req.method === 'HEAD' ? null : req
+    })
+    const out: Record<string, string | string[]> = {}
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value != null && name !== 'connection' && name !== 'transfer-encoding' && name !== 'keep-alive') out[name] = value
+    }
+    res.writeHead(answer.statusCode, out)
+    await pipeline(answer.body, res)
+  }
+
+  private async handleStorage (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.storageUrl)
+    const record: StorageRequest = { method: req.method ?? 'GET', path: url.pathname, status: 0 }
+    if (req.headers.range != null) record.range = req.headers.range
+    this.storageRequests.push(record)
+    const send = (status: number, body: string): void => {
+      record.status = status
+      res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) }).end(body)
+    }
+
+    // 1. Check the signature and expiry.
+    const expires = url.searchParams.get('Expires') ?? ''
+    const nonce = url.searchParams.get('nonce') ?? ''
+    const signature = url.searchParams.get('Signature') ?? ''
+    if (signature !== this.sign(url.pathname, expires, nonce) || Number(expires) * 1000 < Date.now()) {
+      send(403, '<Error><Code>SignatureDoesNotMatch</Code></Error>')
+      return
+    }
+
+    // 2. Serve the file with an optional single range.
+    const file = join(this.registry.storage, url.pathname)
+    let size: number
+    try {
+      size = (await stat(file)).size
+    } catch {
+      send(404, '<Error><Code>NoSuchKey</Code></Error>')
+      return
+    }
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
+    let start = 0
+    let end = size - 1
+    let status = 200
+    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes' }
+    if (range != null) {
+      start = Number(range[1])
+      end = range[2] === '' ? size - 1 : Math.min(Number(range[2]), size - 1)
+      if (start >= size) {
+        send(416, '<Error><Code>InvalidRange</Code></Error>')
+        return
+      }
+      status = 206
+      headers['content-range'] = `bytes ${start}-${end}/${size}`
+    }
+    headers['content-length'] = size === 0 ? 0 : end - start + 1
+    record.status = status
+    res.writeHead(status, headers)
+    if (req.method === 'HEAD' || size === 0) {
+      res.end()
+      return
+    }
+    await pipeline(createReadStream(file, { start, end }), res)
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The proxy's commands through the CLI's main(): gen-ca, containerd-config,
+ * and `dfnode proxy` run as a child process until SIGTERM.
+ */
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { request } from 'undici'
+import { main } from '../src/cli/main.ts'
+import type { CommandIo } from '../src/cli/command.ts'
+import { containerdConfigCommand } from '../src/cli/containerd-config.ts'
+import { genCaCommand } from '../src/cli/gen-ca.ts'
+import { TestRegistry } from '../e2e/registry/registry.ts'
+
+const COMMANDS = [genCaCommand, containerdConfigCommand]
+
+function captureIo (cwd: string): CommandIo & { out: () => string, err: () => string } {
+  let out = ''
+  let err = ''
+  return {
+    stdout: { write: (text: string) => { out += text } },
+    stderr: { write: (text: string) => { err += text } },
+    env: { HOME: cwd },
+    cwd,
+    out: () => out,
+    err: () => err
+  }
+}
+
+describe('proxy commands', () => {
+  let work: string
+
+  before(async () => { work = await mkdtemp(join(tmpdir(), 'dfnode-proxy-cli-')) })
+  after(async () => { await rm(work, { recursive: true, force: true }) })
+
+  it('gen-ca writes a CA pair and refuses to overwrite it', async () => {
+    const io = captureIo(work)
+    assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca'], io, COMMANDS), 0, io.err())
+    assert.equal(io.out(), `${join(work, 'ca', 'ca.crt')}\n${join(work, 'ca', 'ca.key')}\n`)
+    assert.ok(new X509Certificate(await readFile(join(work, 'ca', 'ca.crt'))).ca)
+    assert.equal((await stat(join(work, 'ca', 'ca.key'))).mode & 0o777, 0o600)
+
+    const again = captureIo(work)
+    assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca'], again, COMMANDS), 2)
+    assert.match(again.err(), /already exists: pass --force/)
+    assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca', '--force'], captureIo(work), COMMANDS), 0)
+  })
+
+  it('containerd-config writes hosts.toml for a registry', async () => {
+    const io = captureIo(work)
+    const code = await main(['node', 'dfnode', 'containerd-config', '--registry', 'registry.example.com:5000', '--dir', 'certs.d', '--proxy', 'http://127.0.0.1:7001'], io, COMMANDS)
+    assert.equal(code, 0, io.err())
+    const path = join(work, 'certs.d', 'registry.example.com:5000', 'hosts.toml')
+    assert.equal(io.out(), `${path}\n`)
+    const text = await readFile(path, 'utf8')
+    assert.match(text, /server = "https:\/\/registry\.example\.com:5000"/)
+    assert.match(text, /\[host\."http:\/\/127\.0\.0\.1:7001"\]/)
+
+    const missing = captureIo(work)
+    assert.equal(await main(['node', 'dfnode', 'containerd-config'], missing, COMMANDS), 2)
+    assert.match(missing.err(), /missing --registry/)
+  })
+
+  it('proxy serves until SIGTERM', async () => {
+    const registry = await TestRegistry.start()
+    const settings = join(work, 'proxy.yaml')
+    await writeFile(settings, `registries:\n  - host: ${registry.host}\n    url: ${registry.url}\nauthCacheTtlMs: 1000\n`)
+    const script = [
+      "import { main } from './src/cli/main.ts'",
+      "import { proxyCommand } from './src/cli/proxy.ts'",
+      "process.exitCode = await main(['node', 'dfnode', ...process.argv.slice(1)], undefined, [proxyCommand])"
+    ].join('\n')
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, 'proxy', '--port', '0', '--registry', registry.url, '--proxy-config', settings, '--data-dir', join(work, 'data'), '--origin-only'], { cwd: join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    try {
+      const lines = createInterface({ input: child.stdout })
+      const url = await new Promise<string>((resolve, reject) => {
+        lines.once('line', resolve)
+        child.once('exit', code => { reject(new Error(`proxy exited with ${String(code)}: ${stderr}`)) })
+      })
+      assert.match(url, /^http:\/\/127\.0\.0\.1:[0-9]+$/)
+
+      const health = await request(`${url}/healthz`)
+      assert.equal(await health.body.text(), 'ok\n')
+      const base = await request(`${url}/v2/?ns=${registry.host}`)
+      await base.body.dump()
+      assert.equal(base.statusCode, 200)
+
+      const exited = new Promise<number | null>(resolve => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      assert.equal(await exited, 0, stderr)
+      const log = await readFile(join(work, 'data', 'logs', 'dfnode.log'), 'utf8')
+      assert.match(log, /"msg":"proxy listening"/)
+      assert.match(log, /"url":"\/v2\/","mode":"mirror","route":"direct","status":200.*"msg":"request"/)
+    } finally {
+      child.kill('SIGKILL')
+      await registry.stop()
+    }
+  })
+})
