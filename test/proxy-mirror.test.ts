@@ -26,7 +26,7 @@ async function getBytes (url: string, headers: Record<string, string> = {}, meth
   return { status: response.statusCode, headers: response.headers, body }
 }
 
-/** Sends raw bytes and returns the raw answer, for requests an HTTP client would not send. */
+/** Sends raw bytes and returns the raw response, for requests an HTTP client would not send. */
 async function rawRequest (port: number, text: string): Promise<string> {
   return await new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1', () => { socket.write(text) })

@@ -1,8 +1,8 @@
 /**
  * A registry that redirects blob reads to object storage with signed URLs
- * that differ on every request: the proxy keys blobs by digest, so clients
- * share downloads whatever the signature, and it checks a client's storage
- * URL with the storage server before serving the blob it names.
+ * that differ on every request. The proxy keys blobs by digest, so clients
+ * share downloads whatever the signature. It checks a client's storage URL
+ * with the storage server before serving the blob that URL names.
  * Backend: OriginBlobSource.
  */
 import { after, before, describe, it } from 'node:test'

@@ -32,7 +32,7 @@ async function skopeo (args: string[], env: Record<string, string> = {}): Promis
   })
 }
 
-/** Checks that a `dir:` copy written by skopeo (which keeps layers as they are, unlike `oci:`) holds every blob of `image`. */
+/** Checks that a `dir:` copy written by skopeo (which keeps layers as they are, unlike `oci:`) contains every blob of `image`. */
 async function assertCopied (dir: string, image: TestImage): Promise<void> {
   for (const blob of [...image.layers, image.config]) {
     const copied = await readFile(join(dir, blob.digest.slice(7)))

@@ -5,6 +5,8 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
 import { ConfigError, UsageError } from '../src/errors.ts'
 import { createCa, LeafCertificates } from '../src/proxy/certificates.ts'
 import { parseAuthority } from '../src/proxy/connect.ts'
@@ -123,6 +125,15 @@ describe('proxy options', () => {
     const options = resolveProxyOptions({ registry: 'https://r.example.com', registries: [{ host: 'r.example.com', insecure: true }] })
     assert.equal(options.registries.length, 1)
     assert.equal(options.registry?.insecure, true)
+  })
+
+  it('accepts the example settings file', async () => {
+    const example = parseYaml(await readFile(new URL('../config/proxy.example.yaml', import.meta.url), 'utf8')) as Parameters<typeof resolveProxyOptions>[0]
+    const options = resolveProxyOptions(example)
+    assert.equal(options.registry?.url.href, 'https://registry.example.com/')
+    assert.deepEqual(options.registries.map(entry => entry.host), ['registry.example.com', 'docker.io', 'registry.internal:5000', 'lab-registry:5000'])
+    assert.equal(options.rules[0]?.route, 'direct')
+    assert.equal(options.hijack.length, 2)
   })
 
   it('routes by the first matching rule', () => {

@@ -26,7 +26,7 @@ export class TestContainerd {
     this.child = child
   }
 
-  /** Starts containerd and waits until `ctr version` answers. */
+  /** Starts containerd and waits until `ctr version` succeeds. */
   static async start (): Promise<TestContainerd> {
     const dir = await mkdtemp(join(tmpdir(), 'dfnode-containerd-'))
     const address = join(dir, 'containerd.sock')

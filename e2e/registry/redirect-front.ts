@@ -1,9 +1,9 @@
 /**
- * A front for a TestRegistry that behaves like a registry on object storage:
- * blob GETs and HEADs answer 307 to a storage URL whose signed query
- * (Expires, Signature, a nonce) differs on every request, and a storage
- * server serves the registry's blob files at those URLs after checking the
- * signature. Everything else is relayed to the registry.
+ * A front for a TestRegistry that behaves like a registry on object storage.
+ * Blob GETs and HEADs get 307 to a storage URL whose signed query (Expires,
+ * Signature, a nonce) differs on every request. A storage server serves the
+ * registry's blob files at those URLs after checking the signature.
+ * Everything else is relayed to the registry.
  */
 import { createHmac, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -28,7 +28,7 @@ export class RedirectFront {
   url = ''
   /** URL of the storage server. */
   storageUrl = ''
-  /** Requests the storage server answered. */
+  /** Requests the storage server received, with the status it sent. */
   readonly storageRequests: StorageRequest[] = []
   private readonly registry: TestRegistry
   private readonly key = randomBytes(32)

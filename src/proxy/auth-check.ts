@@ -1,9 +1,9 @@
 /**
  * Confirms with the upstream that a client may read a blob before the proxy
  * serves it from the swarm, where another client's download may have put it.
- * Allowed answers are reused for a short time per credential, registry,
- * repository and digest; the credential is kept only as an HMAC under a key
- * that lives in this process alone.
+ * An allowed result is reused for a short time per credential, registry,
+ * repository and digest. The credential is kept only as an HMAC under a key
+ * that exists in this process alone.
  */
 import { createHmac, randomBytes } from 'node:crypto'
 import type { BlobTarget } from './request-target.ts'
@@ -11,9 +11,9 @@ import type { Upstream } from './upstream.ts'
 
 export interface AuthorizationCheckInit {
   upstream: Upstream
-  /** How long an allowed answer is reused, in milliseconds; 0 disables reuse. */
+  /** How long an allowed result is reused, in milliseconds; 0 disables reuse. */
   ttlMs: number
-  /** Maximum number of remembered answers; the oldest go first. Default 10000. */
+  /** Maximum number of remembered results; the oldest go first. Default 10000. */
   maxEntries?: number
 }
 

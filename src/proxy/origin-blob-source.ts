@@ -148,7 +148,7 @@ export class OriginBlobSource implements BlobSource {
     const contentRange = response.headers['content-range']
     if (response.statusCode !== 206 || typeof contentRange !== 'string' || !contentRange.startsWith(`bytes ${download.written}-`)) {
       discardBody(response.body)
-      throw new OriginUnreachableError(`origin ${url.host} answered a resume of ${download.digest} at byte ${download.written} with status ${response.statusCode} and Content-Range ${String(contentRange)}, not 206 from that byte`)
+      throw new OriginUnreachableError(`origin ${url.host} responded to a resume of ${download.digest} at byte ${download.written} with status ${response.statusCode} and Content-Range ${String(contentRange)}, not 206 from that byte`)
     }
     return response.body
   }
@@ -280,7 +280,7 @@ async function originError (response: Dispatcher.ResponseData, url: URL, digest:
     if (length >= MAX_ERROR_BODY) break
   }
   const body = Buffer.concat(chunks).toString('utf8')
-  return new OriginStatusError(`origin ${url.host} answered GET ${url.pathname} for ${digest} with status ${response.statusCode}`, response.statusCode, body)
+  return new OriginStatusError(`origin ${url.host} responded to GET ${url.pathname} for ${digest} with status ${response.statusCode}`, response.statusCode, body)
 }
 
 /** Tells whether a verified copy of `digest` is in `directory`. */

@@ -95,7 +95,7 @@ async function sendFromHandle (context: ServeBlobContext, req: IncomingMessage, 
   const end = partial ? range.end : handle.size
 
   // 5. Wait for the first bytes before sending headers, so that a blob source
-  //    failing at once still lets the upstream answer instead.
+  //    failing at once still lets the upstream respond instead.
   const iterator = handle.read(start, end, signal)[Symbol.asyncIterator]()
   let first: Uint8Array | undefined
   if (end > start) {

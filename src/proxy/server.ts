@@ -159,13 +159,15 @@ export class ProxyServer {
     }
   }
 
-  /** Answers a request node's HTTP parser rejected: 431 for oversized headers, 400 otherwise. */
+  /** Responds to a request that node's HTTP parser rejected: 431 for oversized headers, 408 for a timeout, 400 otherwise. */
   private rejectMalformed (err: NodeJS.ErrnoException, socket: Duplex): void {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy()
       return
     }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    let status = 400
+    if (err.code === 'HPE_HEADER_OVERFLOW') status = 431
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') status = 408
     const body = status === 431
       ? `request headers are larger than ${this.options.maxHeaderSize} bytes: send fewer or smaller headers, or raise proxy.maxHeaderSize\n`
       : `malformed HTTP request (${err.code ?? err.message})\n`

@@ -1,0 +1,521 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { createServer, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import packageJson from '../package.json' with { type: 'json' }
+import { scanArguments } from '../src/cli/arguments.ts'
+import type { CommandIo } from '../src/cli/command.ts'
+import { createFetchCommand } from '../src/cli/fetch.ts'
+import { parseHeaders, resolveOutput } from '../src/cli/fetch-input.ts'
+import { COMMANDS, main } from '../src/cli/main.ts'
+import { formatProgressLine, formatSummary, ProgressBar, REDRAW_INTERVAL_MS } from '../src/cli/progress.ts'
+import { UsageError } from '../src/errors.ts'
+import type { FetchProgress, FetchResult } from '../src/swarm/fetch-file.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const DFNODE = join(ROOT, 'bin', 'dfnode')
+/** Node 24 installed by `npm ci`; the machine's own node may be older. */
+const NODE = join(ROOT, 'node_modules', '.bin', 'node')
+/** Upper bound of one CLI run, so that a hung child fails its test instead of the whole run. */
+const RUN_LIMIT_MS = 120_000
+
+const tempDirs: string[] = []
+
+after(async () => {
+  await Promise.all(tempDirs.map(async dir => { await rm(dir, { recursive: true, force: true }) }))
+})
+
+async function makeTempDir (): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'dfnode-cli-'))
+  tempDirs.push(dir)
+  return dir
+}
+
+/** A sandbox for one CLI run: its own HOME, data dir and a config file that lists no supernodes. */
+interface Sandbox {
+  dir: string
+  home: string
+  dataDir: string
+  configPath: string
+  env: Record<string, string>
+}
+
+async function makeSandbox (): Promise<Sandbox> {
+  const dir = await makeTempDir()
+  const home = join(dir, 'home')
+  await mkdir(home)
+  const configPath = join(dir, 'config.yaml')
+  // An explicit empty supernode list keeps the CLI from reading /etc/dragonfly.conf, and
+  // DFNODE_CONFIG keeps it from reading /etc/dfnode/config.yaml.
+  await writeFile(configPath, 'supernodes: []\nlisten: [/ip4/127.0.0.1/tcp/0]\n')
+
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value != null && !name.startsWith('DFNODE_')) env[name] = value
+  }
+  env.HOME = home
+  env.DFNODE_CONFIG = configPath
+  return { dir, home, dataDir: join(dir, 'data'), configPath, env }
+}
+
+interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+interface RunOptions {
+  env?: Record<string, string>
+  cwd?: string
+  /** Executable to run; default Node 24 with bin/dfnode as its first argument. */
+  command?: string[]
+  /** Called once the child runs, e.g. to send it a signal. */
+  started?: (child: ReturnType<typeof spawn>) => void
+}
+
+/** Runs the CLI as a child process and collects its output. */
+async function runDfnode (args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  const [executable, ...prefix] = options.command ?? [NODE, DFNODE]
+  const child = spawn(executable ?? NODE, [...prefix, ...args], {
+    env: options.env ?? process.env,
+    cwd: options.cwd ?? ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    signal: AbortSignal.timeout(RUN_LIMIT_MS)
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('utf8') })
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8') })
+  child.on('error', () => { /* the exit event reports a kill by the run limit */ })
+  options.started?.(child)
+  const [code, signal] = await once(child, 'close') as [number | null, NodeJS.Signals | null]
+  return { code, signal, stdout, stderr }
+}
+
+/** The lines of stderr that are not pino log lines (those are JSON objects). */
+function messageLines (stderr: string): string[] {
+  return stderr.split('\n').filter(line => line !== '' && !line.startsWith('{'))
+}
+
+/** Asserts a usage error: exit 2, nothing on stdout, one `dfnode: ` line on stderr containing every fragment. */
+function assertUsageError (result: RunResult, fragments: readonly string[], label: string): void {
+  assert.equal(result.code, 2, `${label}: exit code; stderr: ${result.stderr}`)
+  assert.equal(result.stdout, '', `${label}: stdout`)
+  const lines = result.stderr.split('\n').filter(line => line !== '')
+  assert.equal(lines.length, 1, `${label}: one stderr line, got ${JSON.stringify(result.stderr)}`)
+  const line = lines[0] ?? ''
+  assert.ok(line.startsWith('dfnode: '), `${label}: "${line}" starts with "dfnode: "`)
+  for (const fragment of fragments) assert.ok(line.includes(fragment), `${label}: "${line}" lacks "${fragment}"`)
+}
+
+/** A real origin on 127.0.0.1: /files/<name> serves a body, /hang/<name> never answers. */
+class TinyOrigin {
+  readonly bodies = new Map<string, Buffer>()
+  readonly hanging = new Set<ServerResponse>()
+  /** Resolves each time a request to /hang/ arrives. */
+  private hangWaiters: Array<() => void> = []
+  private readonly server: Server
+
+  constructor () {
+    this.server = createServer((req, res) => {
+      const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname
+      if (path.startsWith('/hang/')) {
+        this.hanging.add(res)
+        for (const resolve of this.hangWaiters.splice(0)) resolve()
+        return
+      }
+      const body = this.bodies.get(path)
+      if (body == null) {
+        res.writeHead(404).end('not found')
+        return
+      }
+      res.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' }).end(body)
+    })
+  }
+
+  async start (): Promise<string> {
+    this.server.listen(0, '127.0.0.1')
+    await once(this.server, 'listening')
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`
+  }
+
+  async hangingRequest (): Promise<void> {
+    await new Promise<void>(resolve => this.hangWaiters.push(resolve))
+  }
+
+  async stop (): Promise<void> {
+    for (const res of this.hanging) res.destroy()
+    this.server.closeAllConnections()
+    this.server.close()
+    await once(this.server, 'close')
+  }
+}
+
+describe('cli help and version', () => {
+  it('--help lists every command', async () => {
+    const result = await runDfnode(['--help'])
+    assert.equal(result.code, 0, result.stderr)
+    for (const command of COMMANDS) assert.match(result.stdout, new RegExp(`^\\s+${command.name}\\s`, 'm'), command.name)
+    for (const option of ['--config', '--data-dir', '--verbose', '--version']) assert.ok(result.stdout.includes(option), option)
+  })
+
+  it('each command --help lists every option with its default', async () => {
+    for (const command of COMMANDS) {
+      const result = await runDfnode([command.name, '--help'])
+      assert.equal(result.code, 0, `${command.name}: ${result.stderr}`)
+      const lines = result.stdout.split('\n')
+      for (const option of [...command.options.map(spec => spec.name), 'config', 'data-dir', 'verbose']) {
+        const line = lines.find(candidate => new RegExp(`--${option}\\s`).test(candidate))
+        assert.ok(line != null, `${command.name} --help lacks --${option}`)
+        assert.match(line, /\(default: [^)]+\)/, `${command.name} --${option} has no default`)
+      }
+    }
+  })
+
+  it('fetch --help documents every fetch option', async () => {
+    const result = await runDfnode(['fetch', '--help'])
+    for (const flag of ['-o, --output', '--digest', '-H, --header', '--filter', '--supernode', '--timeout', '--no-back-source', '--json', '--listen', '--seed-time']) {
+      assert.ok(result.stdout.includes(flag), flag)
+    }
+    assert.ok(result.stdout.includes('dfnode fetch <url>'))
+  })
+
+  it('--version prints the package version', async () => {
+    const result = await runDfnode(['--version'])
+    assert.equal(result.code, 0)
+    assert.equal(result.stdout.trim(), `dfnode, ${packageJson.version}`)
+    assert.equal(result.stderr, '')
+  })
+})
+
+describe('cli usage errors', () => {
+  let sandbox: Sandbox
+
+  before(async () => {
+    sandbox = await makeSandbox()
+  })
+
+  const url = 'http://127.0.0.1:9/files/a.bin'
+  const hex = 'ab'.repeat(32)
+
+  it('rejects bad input with one line and exit code 2', async () => {
+    const invalidYaml = join(sandbox.dir, 'invalid.yaml')
+    await writeFile(invalidYaml, 'listen: [/ip4/0.0.0.0/tcp/0\n')
+    const existingDir = join(sandbox.dir, 'existing')
+    await mkdir(existingDir)
+
+    const cases: Array<[string, string[], string[]]> = [
+      ['invalid URL', ['fetch', 'not a url'], ['invalid URL "not a url"', 'http://']],
+      ['ftp scheme', ['fetch', 'ftp://127.0.0.1/a.bin'], ['unsupported URL scheme "ftp"', 'use http or https']],
+      ['digest too short', ['fetch', url, '--digest', 'sha256:abc'], ['invalid digest "sha256:abc"', '64 lowercase hex']],
+      ['digest too long', ['fetch', url, '--digest', `sha256:${hex}00`], [`invalid digest "sha256:${hex}00"`]],
+      ['digest uppercase', ['fetch', url, '--digest', `sha256:${hex.toUpperCase()}`], [`invalid digest "sha256:${hex.toUpperCase()}"`]],
+      ['digest without prefix', ['fetch', url, '--digest', hex], [`invalid digest "${hex}"`]],
+      ['digest of another hash', ['fetch', url, '--digest', `sha512:${hex}`], [`invalid digest "sha512:${hex}"`]],
+      ['header without colon', ['fetch', url, '-H', 'X-Token abc'], ['invalid header starting "X-Token"', 'Name: value']],
+      ['header with empty name', ['fetch', url, '-H', ': abc'], ['invalid header with an empty name']],
+      ['header with space in name', ['fetch', url, '--header', 'Bad Name: v'], ['invalid header starting "Bad"']],
+      ['supernode without tcp', ['fetch', url, '--supernode', '/ip4/127.0.0.1'], ['invalid supernodes "/ip4/127.0.0.1" from --supernode']],
+      ['supernode not a multiaddr', ['fetch', url, '--supernode', '127.0.0.1:8002'], ['invalid supernodes "127.0.0.1:8002" from --supernode', 'not a multiaddr']],
+      ['missing config file', ['fetch', url, '--config', join(sandbox.dir, 'missing.yaml')], [join(sandbox.dir, 'missing.yaml'), 'no such file', '--config']],
+      ['config is a directory', ['fetch', url, '--config', sandbox.dir], [sandbox.dir, 'is a directory']],
+      ['config is invalid YAML', ['fetch', url, '--config', invalidYaml], ['invalid YAML', invalidYaml]],
+      ['bad timeout', ['fetch', url, '--timeout', 'soon'], ['invalid timeoutMs "soon" from --timeout']],
+      ['output is a directory', ['fetch', url, '-o', existingDir], [`output path ${existingDir} is a directory`]],
+      ['no file name in URL', ['fetch', 'http://127.0.0.1:9/dir/'], ['cannot derive a file name', '-o']],
+      ['output directory missing', ['fetch', url, '-o', join(sandbox.dir, 'nowhere', 'a.bin')], ['does not exist']],
+      ['missing output value', ['fetch', url, '-o'], ['missing value for --output']],
+      ['unknown option', ['fetch', url, '--bogus'], ['unknown option --bogus', 'dfnode fetch --help']],
+      ['unknown short option', ['fetch', url, '-z'], ['unknown option -z']],
+      ['unknown command', ['frobnicate'], ['unknown command "frobnicate"', 'supernode', 'fetch']],
+      ['missing command', [], ['missing command']],
+      ['missing URL', ['fetch'], ['missing url']],
+      ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra"']],
+      ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid pieceSize "3MiB" from --piece-size', 'power of two']],
+      ['bad environment value', ['fetch', url], ['invalid seedMs "forever" from DFNODE_SEED_TIME']]
+    ]
+    for (const [label, args, fragments] of cases) {
+      const env = label === 'bad environment value' ? { ...sandbox.env, DFNODE_SEED_TIME: 'forever' } : sandbox.env
+      const result = await runDfnode([...args, '--data-dir', sandbox.dataDir], { env, cwd: sandbox.dir })
+      assertUsageError(result, fragments, label)
+    }
+    await assert.rejects(stat(sandbox.dataDir), { code: 'ENOENT' }, 'no command got as far as creating the data dir')
+  })
+
+  it('a malformed header never echoes its value', async () => {
+    const result = await runDfnode(['fetch', url, '-H', 'Authorization Bearer s3cr3t-token', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assertUsageError(result, ['invalid header starting "Authorization"'], 'header')
+    assert.ok(!result.stderr.includes('s3cr3t-token'))
+  })
+
+  it('global options may come before the command', async () => {
+    const result = await runDfnode(['--verbose', '--data-dir', sandbox.dataDir, 'fetch', 'ftp://127.0.0.1/a.bin'], { env: sandbox.env, cwd: sandbox.dir })
+    assertUsageError(result, ['unsupported URL scheme "ftp"'], 'options first')
+  })
+})
+
+describe('cli launcher Node version check', () => {
+  const systemNode = '/usr/bin/node'
+  const probe = spawnSync(systemNode, ['-p', 'process.versions.node'], { encoding: 'utf8' })
+  const systemVersion = probe.status === 0 ? probe.stdout.trim() : undefined
+  const skip = systemVersion == null
+    ? `${systemNode} is not installed`
+    : Number(systemVersion.split('.')[0]) >= 22 ? `${systemNode} is ${systemVersion}, not older than 22` : false
+
+  it('old node prints one line and exits 1', { skip }, async () => {
+    const result = await runDfnode(['--version'], { command: [systemNode, DFNODE] })
+    assert.equal(result.code, 1)
+    assert.equal(result.stdout, '')
+    const lines = result.stderr.split('\n').filter(line => line !== '')
+    assert.equal(lines.length, 1, result.stderr)
+    for (const fragment of [`Node.js ${systemVersion ?? ''}`, 'Node.js 24 LTS', '>= 22', 'npm ci', 'node_modules/.bin/node', 'npx dfnode', 'npm exec dfnode']) {
+      assert.ok(result.stderr.includes(fragment), `lacks "${fragment}": ${result.stderr}`)
+    }
+  })
+
+  it('shebang finds the old node on a PATH without node_modules/.bin', { skip }, async () => {
+    const result = await runDfnode(['fetch', 'http://127.0.0.1:9/a'], { command: [DFNODE], env: { PATH: '/usr/bin:/bin', HOME: tmpdir() } })
+    assert.equal(result.code, 1)
+    assert.ok(result.stderr.includes(`found Node.js ${systemVersion ?? ''}`), result.stderr)
+  })
+
+  it('shebang runs the CLI with Node 24 on PATH', async () => {
+    const result = await runDfnode(['--version'], { command: [DFNODE], env: { PATH: `${join(ROOT, 'node_modules', '.bin')}:/usr/bin:/bin`, HOME: tmpdir() } })
+    assert.equal(result.code, 0, result.stderr)
+    assert.equal(result.stdout.trim(), `dfnode, ${packageJson.version}`)
+  })
+})
+
+describe('cli fetch', () => {
+  let origin: TinyOrigin
+  let base: string
+  const body = randomBytes(300 * 1024)
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`
+
+  before(async () => {
+    origin = new TinyOrigin()
+    origin.bodies.set('/files/blob.bin', body)
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await origin.stop()
+  })
+
+  it('--json prints one FetchResult object and nothing else on stdout', async () => {
+    const sandbox = await makeSandbox()
+    const output = join(sandbox.dir, 'out.bin')
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin?Signature=abc`, '-o', output, '--json', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 0, result.stderr)
+
+    const lines = result.stdout.split('\n').filter(line => line !== '')
+    assert.equal(lines.length, 1, result.stdout)
+    const parsed = JSON.parse(lines[0] ?? '') as FetchResult
+    assert.deepEqual(Object.keys(parsed).sort(), ['digest', 'fromLocal', 'fromOrigin', 'fromPeers', 'fromSupernode', 'key', 'ms', 'output', 'size'])
+    assert.equal(parsed.digest, digest)
+    assert.equal(parsed.size, body.length)
+    assert.equal(parsed.output, output)
+    assert.equal(parsed.fromOrigin, body.length, 'no supernode is configured, so every byte comes from the origin')
+    assert.deepEqual(await readFile(output), body)
+    assert.deepEqual(messageLines(result.stderr), [], 'no summary line in JSON mode')
+
+    const log = await readFile(join(sandbox.dataDir, 'logs', 'dfnode.log'), 'utf8')
+    assert.ok(log.includes('"role":"fetch"'), 'the log file receives the log lines')
+  })
+
+  it('writes to the last URL segment and prints a summary', async () => {
+    const sandbox = await makeSandbox()
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '--digest', digest, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 0, result.stderr)
+    assert.equal(result.stdout, '')
+    assert.deepEqual(await readFile(join(sandbox.dir, 'blob.bin')), body)
+    const summary = messageLines(result.stderr)
+    assert.equal(summary.length, 1, result.stderr)
+    assert.match(summary[0] ?? '', new RegExp(`^fetched ${join(sandbox.dir, 'blob.bin')} \\(300\\.0 KiB, ${digest}\\) in .*: supernode 0 B, peers 0 B, origin 300\\.0 KiB, local 0 B$`))
+  })
+
+  it('origin 404 exits 3', async () => {
+    const sandbox = await makeSandbox()
+    const result = await runDfnode(['fetch', `${base}/files/absent.bin`, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 3, result.stderr)
+    const lines = messageLines(result.stderr)
+    assert.equal(lines.length, 1, result.stderr)
+    assert.match(lines[0] ?? '', /^dfnode: /)
+  })
+
+  it('--no-back-source without supernodes exits 7', async () => {
+    const sandbox = await makeSandbox()
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '--no-back-source', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 7, result.stderr)
+    assert.match(messageLines(result.stderr)[0] ?? '', /^dfnode: .*back-to-source/)
+    await assert.rejects(stat(join(sandbox.dir, 'blob.bin')), { code: 'ENOENT' })
+  })
+
+  it('--timeout on a hung origin exits 5', async () => {
+    const sandbox = await makeSandbox()
+    const result = await runDfnode(['fetch', `${base}/hang/slow.bin`, '--timeout', '1', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 5, result.stderr)
+    assert.deepEqual(messageLines(result.stderr), [`dfnode: download of ${base}/hang/slow.bin timed out after 1s: raise --timeout, or check that a supernode or the origin is reachable`])
+  })
+
+  it('SIGINT aborts the download and exits 130', async () => {
+    const sandbox = await makeSandbox()
+    const requested = origin.hangingRequest()
+    const result = await runDfnode(['fetch', `${base}/hang/forever.bin`, '--data-dir', sandbox.dataDir], {
+      env: sandbox.env,
+      cwd: sandbox.dir,
+      started: child => { void requested.then(() => child.kill('SIGINT')) }
+    })
+    assert.equal(result.code, 130, result.stderr)
+    assert.deepEqual(messageLines(result.stderr), ['dfnode: interrupted by SIGINT'])
+    await assert.rejects(stat(join(sandbox.dir, 'forever.bin')), { code: 'ENOENT' })
+  })
+})
+
+describe('cli supernode', () => {
+  it('prints its multiaddrs and exits 0 on SIGTERM', async () => {
+    const sandbox = await makeSandbox()
+    let stdout = ''
+    const result = await runDfnode(['supernode', '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', sandbox.dataDir], {
+      env: sandbox.env,
+      cwd: sandbox.dir,
+      started: child => {
+        child.stdout?.on('data', (chunk: Buffer) => {
+          stdout += chunk.toString('utf8')
+          if (stdout.includes('\n')) child.kill('SIGTERM')
+        })
+      }
+    })
+    assert.equal(result.code, 0, result.stderr)
+    const lines = result.stdout.split('\n').filter(line => line !== '')
+    assert.ok(lines.length >= 1)
+    for (const line of lines) assert.match(line, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW\w+$/)
+  })
+})
+
+describe('cli argument scan', () => {
+  const valueOptions = new Set(['config', 'data-dir', 'output', 'o', 'header', 'H'])
+
+  it('finds the command after options and their values', () => {
+    assert.deepEqual(scanArguments(['--config', 'fetch', 'fetch', 'u'], valueOptions), { commandIndex: 2, positionals: ['u'], helpOrVersion: false })
+    assert.deepEqual(scanArguments(['--verbose', 'fetch', 'u'], valueOptions), { commandIndex: 1, positionals: ['u'], helpOrVersion: false })
+    assert.deepEqual(scanArguments(['--data-dir=x', 'fetch', '-o', 'out', 'u'], valueOptions), { commandIndex: 1, positionals: ['u'], helpOrVersion: false })
+    assert.deepEqual(scanArguments(['fetch', '-o', '-', 'u'], valueOptions), { commandIndex: 0, positionals: ['-', 'u'], helpOrVersion: false })
+  })
+
+  it('treats everything after -- as positional', () => {
+    assert.deepEqual(scanArguments(['fetch', '--', '--help'], valueOptions), { commandIndex: 0, positionals: ['--help'], helpOrVersion: false })
+  })
+
+  it('notices help and version', () => {
+    assert.equal(scanArguments(['fetch', '-h'], valueOptions).helpOrVersion, true)
+    assert.equal(scanArguments(['--version'], valueOptions).helpOrVersion, true)
+    assert.equal(scanArguments(['fetch', '-H', 'X: y'], valueOptions).helpOrVersion, false)
+  })
+})
+
+describe('cli fetch input', () => {
+  it('parses headers and joins repeated names', () => {
+    assert.deepEqual(parseHeaders(['Authorization: Bearer abc', 'accept: a/b', 'Accept:c/d', 'X-Empty:']), {
+      Authorization: 'Bearer abc',
+      accept: 'a/b, c/d',
+      'X-Empty': ''
+    })
+  })
+
+  it('rejects header values with line breaks', () => {
+    assert.throws(() => parseHeaders(['X-A: b\r\nX-Injected: c']), UsageError)
+  })
+
+  it('derives the output name from the URL', async () => {
+    const dir = await makeTempDir()
+    assert.equal(await resolveOutput(undefined, new URL('http://h/a/b/My%20File.iso?x=1'), dir), join(dir, 'My File.iso'))
+    assert.equal(await resolveOutput('sub/../named.bin', new URL('http://h/a'), dir), join(dir, 'named.bin'))
+    for (const url of ['http://h/', 'http://h/dir/', 'http://h/a/..%2F..%2Fetc%2Fpasswd', 'http://h/%2E%2E']) {
+      await assert.rejects(resolveOutput(undefined, new URL(url), dir), { name: 'UsageError', message: /cannot derive a file name/ }, url)
+    }
+  })
+})
+
+describe('cli progress', () => {
+  const progress: FetchProgress = { received: 45 * 1024 * 1024, size: 100 * 1024 * 1024, peers: 3, fromSupernode: 40 * 1024 * 1024, fromPeers: 5 * 1024 * 1024, fromOrigin: 0 }
+
+  it('formats a line with percent, bytes, rate, peers and sources', () => {
+    const line = formatProgressLine(progress, 12.3 * 1024 * 1024, 200)
+    assert.ok(line.startsWith(' 45% ['), line)
+    for (const part of ['45.0 MiB / 100.0 MiB', '12.3 MiB/s', '3 peers', 'supernode 40.0 MiB, peers 5.0 MiB, origin 0 B']) assert.ok(line.includes(part), part)
+  })
+
+  it('fits the terminal width', () => {
+    for (const columns of [20, 60, 80, 120, 300]) {
+      assert.ok(formatProgressLine(progress, 1000, columns).length <= columns - 1, `${columns} columns`)
+    }
+    assert.ok(!formatProgressLine(progress, 1000, 80).includes('['), 'no bar without room')
+  })
+
+  it('leaves out percent and bar while the size is unknown', () => {
+    const line = formatProgressLine({ received: 2048, peers: 1, fromSupernode: 2048, fromPeers: 0, fromOrigin: 0 }, undefined, 200)
+    assert.ok(line.startsWith('2.0 KiB  -- B/s  1 peer  '), line)
+  })
+
+  it('redraws at most every 250 ms', () => {
+    const writes: string[] = []
+    let now = 0
+    const bar = new ProgressBar({ write: text => writes.push(text), columns: 200 }, { now: () => now })
+    for (let step = 0; step < 10; step++) {
+      bar.update({ ...progress, received: step * 1024 * 1024 })
+      now += 20
+    }
+    assert.equal(writes.length, 1, '10 reports within 200 ms draw once')
+    now = REDRAW_INTERVAL_MS
+    bar.update({ ...progress, received: 20 * 1024 * 1024 })
+    assert.equal(writes.length, 2)
+    assert.ok((writes[1] ?? '').startsWith('\r'))
+    assert.ok((writes[1] ?? '').includes('/s'), 'a rate once two samples exist')
+    bar.clear()
+    assert.equal(writes[2], '\r\x1b[K')
+    bar.clear()
+    assert.equal(writes.length, 3, 'clearing an erased line writes nothing')
+  })
+
+  it('summarises a result in one line', () => {
+    const summary = formatSummary({ key: 'k', digest: 'sha256:00', size: 2 * 1024 * 1024, output: '/tmp/x.bin', fromSupernode: 1024 * 1024, fromPeers: 1024 * 1024, fromOrigin: 0, fromLocal: 0, ms: 2000 })
+    assert.equal(summary, 'fetched /tmp/x.bin (2.0 MiB, sha256:00) in 2.0s, 1.0 MiB/s: supernode 1.0 MiB, peers 1.0 MiB, origin 0 B, local 0 B')
+  })
+
+  it('fetch draws progress on a terminal and clears it before the summary', async () => {
+    // A child's stderr is a pipe, never a terminal, so this runs the command in-process with a
+    // terminal-like stderr and a stand-in download that reports progress without a network.
+    const sandbox = await makeSandbox()
+    const result: FetchResult = { key: 'k', digest: 'sha256:00', size: 1000, output: join(sandbox.dir, 'x.bin'), fromSupernode: 1000, fromPeers: 0, fromOrigin: 0, fromLocal: 0, ms: 10 }
+    const stderr: string[] = []
+    const stdout: string[] = []
+    const io: CommandIo = {
+      stdout: { write: text => stdout.push(text) },
+      stderr: { write: text => stderr.push(text), isTTY: true, columns: 120 },
+      env: sandbox.env,
+      cwd: sandbox.dir
+    }
+    const command = createFetchCommand(async (_config, _logger, options) => {
+      options.onProgress?.({ received: 500, size: 1000, peers: 1, fromSupernode: 500, fromPeers: 0, fromOrigin: 0 })
+      options.onComplete?.(result)
+      return result
+    })
+
+    const code = await main(['node', 'dfnode', 'fetch', 'http://127.0.0.1:9/x.bin', '--data-dir', sandbox.dataDir], io, [command])
+    assert.equal(code, 0, stderr.join(''))
+    assert.deepEqual(stdout, [])
+    assert.match(stderr[0] ?? '', /^\r 50% \[#+ +\] 500 B \/ 1000 B/)
+    assert.equal(stderr[1], '\r\x1b[K')
+    assert.equal(stderr[2], `${formatSummary(result)}\n`)
+    assert.equal(stderr.length, 3, 'the summary is printed once although the download reports completion twice')
+  })
+})
