@@ -13,6 +13,8 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+import { taskKeyOf } from '../src/content/keys.ts'
+import { rankSupernodes } from '../src/swarm/supernodes.ts'
 
 const MiB = 1024 * 1024
 
@@ -220,5 +222,66 @@ describe('faults', () => {
     const summary = await child.json<FetchSummary>()
     assert.equal(summary.fromOrigin, body.byteLength)
     assert.match(child.stderr, /supernode unreachable/)
+  })
+})
+
+describe('several supernodes', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-supernodes-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop('SIGKILL')))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('rendezvous choice seeds; the next takes over', async () => {
+    const first = await startSupernodeProcess(join(dir, 'supernode-a'))
+    const second = await startSupernodeProcess(join(dir, 'supernode-b'))
+    processes.push(first.process, second.process)
+    const addresses = [first.address, second.address]
+    const dataDirOf = new Map([[first.address, 'supernode-a'], [second.address, 'supernode-b']])
+
+    // Find a URL whose first choice is supernode A, and one whose first choice is B.
+    const pathFor = async (wanted: string): Promise<string> => {
+      for (let index = 0; index < 64; index++) {
+        const path = `/content-${index}.bin`
+        const { key } = await taskKeyOf(`${base}${path}`)
+        if (rankSupernodes(key, addresses)[0] === wanted) return path
+      }
+      throw new Error('no URL maps to the wanted supernode')
+    }
+    const pathA = await pathFor(first.address)
+    const pathB = await pathFor(second.address)
+    const bodyA = randomBytes(2 * MiB)
+    const bodyB = randomBytes(2 * MiB)
+    origin.files.set(pathA, { body: bodyA })
+    origin.files.set(pathB, { body: bodyB })
+
+    // Both supernodes configured: the content lands on its rendezvous choice only.
+    const fetchVia = (name: string, path: string): DfnodeProcess => {
+      const child = new DfnodeProcess(['fetch', `${base}${path}`, '-o', join(dir, `${name}.out`), ...addresses.flatMap(address => ['--supernode', address]), '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, name), '--json', '--no-back-source'])
+      processes.push(child)
+      return child
+    }
+    const viaA = await fetchVia('peer-a', pathA).json<FetchSummary>()
+    assert.equal(viaA.fromSupernode, bodyA.byteLength)
+    assert.equal((await filesUnder(join(dir, dataDirOf.get(first.address)!, 'store', 'contents'))).length, 1)
+    assert.equal((await filesUnder(join(dir, dataDirOf.get(second.address)!, 'store', 'contents'))).length, 0)
+
+    // Supernode B down: its content goes to A, the next in rank.
+    await second.process.stop('SIGKILL')
+    const viaB = await fetchVia('peer-b', pathB).json<FetchSummary>()
+    assert.equal(viaB.digest, sha256(bodyB))
+    assert.equal(viaB.fromSupernode, bodyB.byteLength)
+    assert.equal(viaB.fromOrigin, 0)
+    assert.equal((await filesUnder(join(dir, dataDirOf.get(first.address)!, 'store', 'contents'))).length, 2)
   })
 })

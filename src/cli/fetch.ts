@@ -4,15 +4,18 @@
 import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
 import { ExitCode, TimeoutError } from '../errors.ts'
-import { fetchFile, type FetchResult } from '../swarm/fetch-file.ts'
+import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
 import { booleanOption, listOption, stringOption, type Command, type Invocation } from './command.ts'
 import { checkDigest, parseHeaders, resolveOutput } from './fetch-input.ts'
 import { formatSummary, ProgressBar } from './progress.ts'
 import { loadCommandConfig, runWithLogger } from './setup.ts'
 import { InterruptedError, onTermination } from './signals.ts'
 
-/** Builds the command around a download function; tests pass a stand-in while the swarm engine cannot run. */
-export function createFetchCommand (fetch: typeof fetchFile = fetchFile): Command {
+/**
+ * Builds the command around a download function, by default the swarm's fetchFile, which is
+ * imported only once the arguments are valid because loading libp2p takes about half a second.
+ */
+export function createFetchCommand (fetch?: typeof fetchFile): Command {
   return {
     name: 'fetch',
     arguments: '<url>',
@@ -42,7 +45,7 @@ export function createFetchCommand (fetch: typeof fetchFile = fetchFile): Comman
 
 export const fetchCommand = createFetchCommand()
 
-async function runFetch (invocation: Invocation, fetch: typeof fetchFile): Promise<number> {
+async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile | undefined): Promise<number> {
   const { args, options, io } = invocation
 
   // 1. Check the arguments before anything starts.
@@ -63,6 +66,7 @@ async function runFetch (invocation: Invocation, fetch: typeof fetchFile): Promi
     seedMs: stringOption(options, 'seed-time')
   })
 
+  const fetch = fetchOverride ?? (await import('../swarm/fetch-file.ts')).fetchFile
   return await runWithLogger(config, 'fetch', async logger => {
     // 3. Wire termination signals and the time limit to one abort signal; the limit covers the download, not the seeding period.
     const interrupt = new AbortController()

@@ -8,14 +8,20 @@ import packageJson from '../../package.json' with { type: 'json' }
 import { ExitCode, UsageError, exitCodeOf } from '../errors.ts'
 import { scanArguments } from './arguments.ts'
 import { processIo, type Command, type CommandIo, type OptionSpec, type ParsedOptions } from './command.ts'
+import { containerdConfigCommand } from './containerd-config.ts'
 import { fetchCommand } from './fetch.ts'
+import { genCaCommand } from './gen-ca.ts'
+import { proxyCommand } from './proxy.ts'
 import { GLOBAL_OPTIONS } from './setup.ts'
 import { supernodeCommand } from './supernode.ts'
 
 /** Commands in the order `dfnode --help` lists them. */
 export const COMMANDS: readonly Command[] = [
   supernodeCommand,
-  fetchCommand
+  proxyCommand,
+  fetchCommand,
+  containerdConfigCommand,
+  genCaCommand
 ]
 
 const PROGRAM = 'dfnode'

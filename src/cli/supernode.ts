@@ -2,13 +2,13 @@
  * `dfnode supernode`: runs a supernode until SIGINT or SIGTERM.
  */
 import { ExitCode } from '../errors.ts'
-import { startSupernode } from '../supernode/start.ts'
+import type { startSupernode } from '../supernode/start.ts'
 import { listOption, stringOption, type Command, type Invocation } from './command.ts'
 import { loadCommandConfig, runWithLogger } from './setup.ts'
 import { onTermination } from './signals.ts'
 
-/** Builds the command around a start function; tests pass a stand-in while the supernode engine cannot run. */
-export function createSupernodeCommand (start: typeof startSupernode = startSupernode): Command {
+/** Builds the command around a start function, by default startSupernode, imported only when the command runs. */
+export function createSupernodeCommand (start?: typeof startSupernode): Command {
   return {
     name: 'supernode',
     description: [
@@ -31,7 +31,7 @@ export function createSupernodeCommand (start: typeof startSupernode = startSupe
 
 export const supernodeCommand = createSupernodeCommand()
 
-async function runSupernode (invocation: Invocation, start: typeof startSupernode): Promise<number> {
+async function runSupernode (invocation: Invocation, startOverride: typeof startSupernode | undefined): Promise<number> {
   const { options, io } = invocation
 
   const config = await loadCommandConfig(invocation, 'supernode', {
@@ -42,6 +42,7 @@ async function runSupernode (invocation: Invocation, start: typeof startSupernod
     storeQuotaBytes: stringOption(options, 'store-quota')
   })
 
+  const start = startOverride ?? (await import('../supernode/start.ts')).startSupernode
   return await runWithLogger(config, 'supernode', async logger => {
     // 1. Listen for termination first, so that a signal during start-up stops the supernode once it is up.
     const stopRequested = Promise.withResolvers<NodeJS.Signals>()

@@ -122,6 +122,7 @@ export class Download {
   private readonly recent = new Map<number, Uint8Array>()
   private scheduled = false
   private lookingUp = false
+  private readonly unreachable: string[] = []
   private unwatch?: () => void
   private timers: NodeJS.Timeout[] = []
   private readonly started = Date.now()
@@ -261,6 +262,7 @@ export class Download {
         }, this.controller.signal)
       } catch (err) {
         logger.warn({ supernode: address, err: (err as Error).message }, 'supernode unreachable, trying the next')
+        this.unreachable.push(address)
         continue
       }
 
@@ -305,7 +307,8 @@ export class Download {
     }
     if (this.layout != null || this.failure != null) return
     if (!this.init.backSource) {
-      throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)} and back-to-source is off; check --supernode or drop --no-back-source`)
+      const supernodes = this.unreachable.length > 0 ? ` (supernodes unreachable: ${this.unreachable.join(', ')})` : this.init.supernodes.length === 0 ? ' (no supernode configured)' : ''
+      throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)}${supernodes} and back-to-source is off; check that a supernode runs at the configured address, or drop --no-back-source`)
     }
     await this.backSourceAll()
   }
