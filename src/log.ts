@@ -39,7 +39,7 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   if (options.dataDir != null) {
     const dir = join(options.dataDir, 'logs')
     mkdirSync(dir, { recursive: true })
-    streams.push({ level, stream: pino.destination({ dest: join(dir, 'dfnode.log'), mkdir: true, sync: false }) })
+    streams.push({ level, stream: pino.destination({ dest: join(dir, 'dfnode.log'), mkdir: true, sync: true }) })
   }
   return pino({
     level,

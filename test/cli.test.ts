@@ -100,7 +100,7 @@ async function runDfnode (args: readonly string[], options: RunOptions = {}): Pr
   return { code, signal, stdout, stderr }
 }
 
-/** The lines of stderr that are not pino log lines (those are JSON objects). */
+/** Returns the lines of stderr that are not pino log lines, which are JSON objects. */
 function messageLines (stderr: string): string[] {
   return stderr.split('\n').filter(line => line !== '' && !line.startsWith('{'))
 }
@@ -116,7 +116,7 @@ function assertUsageError (result: RunResult, fragments: readonly string[], labe
   for (const fragment of fragments) assert.ok(line.includes(fragment), `${label}: "${line}" lacks "${fragment}"`)
 }
 
-/** A real origin on 127.0.0.1: /files/<name> serves a body, /hang/<name> never answers. */
+/** A real origin on 127.0.0.1: /files/<name> serves a body, and /hang/<name> never sends a response. */
 class TinyOrigin {
   readonly bodies = new Map<string, Buffer>()
   readonly hanging = new Set<ServerResponse>()
@@ -175,7 +175,7 @@ describe('cli help and version', () => {
       for (const option of [...command.options.map(spec => spec.name), 'config', 'data-dir', 'verbose']) {
         const line = lines.find(candidate => new RegExp(`--${option}\\s`).test(candidate))
         assert.ok(line != null, `${command.name} --help lacks --${option}`)
-        assert.match(line, /\(default: [^)]+\)/, `${command.name} --${option} has no default`)
+        assert.match(line, /\((?:default: [^)]+|required)\)/, `${command.name} --${option} has neither a default nor "(required)"`)
       }
     }
   })

@@ -4,7 +4,7 @@
  * wrong --digest. Every process is a real dfnode on loopback.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, open } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, open, stat, utimes } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -116,13 +116,15 @@ describe('faults', () => {
     const held = await holder.json<FetchSummary>()
     assert.equal(held.fromOrigin, body.byteLength)
 
-    // Its piece files go bad on disk, in place, after it verified them.
+    // Its piece files rot on disk after it verified them: same inode, same modification time.
     const pieces = (await filesUnder(join(dir, 'corrupt-holder', 'store', 'pieces'))).filter(path => !path.includes('.tmp-'))
     assert.ok(pieces.length >= 4, `holder stored ${pieces.length} pieces`)
     for (const path of pieces) {
+      const before = await stat(path)
       const file = await open(path, 'r+')
       await file.write(Buffer.from('corrupt!'), 0, 8, 0)
       await file.close()
+      await utimes(path, before.atime, before.mtime)
     }
     const servedBefore = origin.served.get('/corrupt.bin') ?? 0
 

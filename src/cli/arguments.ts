@@ -1,7 +1,7 @@
 /**
- * A first pass over the command line that finds the command name wherever it
- * stands, so that options may come before it (`dfnode --verbose fetch URL`).
- * It skips option values the way mri, sade's parser, reads them.
+ * A first pass over the command line that finds the command name, which may
+ * follow options (`dfnode --verbose fetch URL`). It skips option values the way
+ * mri, sade's parser, reads them.
  */
 
 export interface ArgumentScan {
@@ -9,13 +9,13 @@ export interface ArgumentScan {
   commandIndex?: number
   /** Positional arguments after the command name. */
   positionals: string[]
-  /** Whether -h/--help or -v/--version was given, which sade answers before anything else. */
+  /** Whether -h/--help or -v/--version was given; sade prints the help or version before checking anything else. */
   helpOrVersion: boolean
 }
 
 /**
  * Scans `args` (the command line without node and the script).
- * `valueOptions` holds the long names and one-letter aliases of the options that take a value.
+ * `valueOptions` contains the long names and one-letter aliases of the options that take a value.
  */
 export function scanArguments (args: readonly string[], valueOptions: ReadonlySet<string>): ArgumentScan {
   const scan: ArgumentScan = { positionals: [], helpOrVersion: false }

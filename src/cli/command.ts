@@ -30,7 +30,7 @@ export interface Command {
   run (invocation: Invocation): Promise<number>
 }
 
-/** Option values as parsed from the command line, by long name; `_` holds unexpected positional arguments. */
+/** Option values parsed from the command line, by long name. The `_` entry contains unexpected positional arguments. */
 export type ParsedOptions = Readonly<Record<string, unknown>>
 
 export interface Invocation {
@@ -40,7 +40,7 @@ export interface Invocation {
   io: CommandIo
 }
 
-/** Where a command writes and what it runs in; process.* in production, captured in tests. */
+/** Output streams, environment and working directory of a command: those of the process in production, captured ones in tests. */
 export interface CommandIo {
   stdout: OutputStream
   stderr: OutputStream

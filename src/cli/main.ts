@@ -44,7 +44,7 @@ async function dispatch (argv: readonly string[], io: CommandIo, commands: reado
   const program = buildProgram(commands)
   const names = commands.map(command => command.name).join(', ')
 
-  // 1. Find the command, wherever it stands among the options.
+  // 1. Find the command, which may follow global options.
   const scan = scanArguments(args, valueOptionNames(commands))
   if (scan.commandIndex == null) {
     if (scan.helpOrVersion) {
@@ -138,6 +138,7 @@ function valueOptionNames (commands: readonly Command[]): Set<string> {
   return names
 }
 
+/** Joins a message into one line, leaving out stack frames that some libraries put into their messages. */
 function oneLine (message: string): string {
-  return message.replace(/\s*\n\s*/g, ' ').trim()
+  return message.split('\n').filter(line => !/^\s+at \S/.test(line)).map(line => line.trim()).filter(line => line !== '').join(' ')
 }

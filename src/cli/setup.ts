@@ -1,5 +1,5 @@
 /**
- * What every command shares: the global options, loading the configuration,
+ * Parts every command shares: the global options, loading the configuration,
  * and the logger's lifetime.
  */
 import { once, type EventEmitter } from 'node:events'

@@ -59,7 +59,7 @@ export interface HostPort {
 
 /**
  * Parses `host`, `host:port`, `[ipv6]`, `[ipv6]:port` or a bare IPv6 address.
- * Returns undefined when `text` is none of these.
+ * Returns undefined for any other text.
  */
 export function parseHostPort (text: string): HostPort | undefined {
   let host = text

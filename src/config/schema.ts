@@ -46,7 +46,7 @@ export const CONFIG_ENV = 'DFNODE_CONFIG'
 /** TCP port of a supernode when none is given. */
 export const SUPERNODE_PORT = 8002
 
-/** Longest timeout Node's timers accept (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+/** Maximum delay of Node's timers: 2^31 - 1 ms, about 24.8 days. Node fires a longer timeout after 1 ms. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Keys of Config in the order they are documented. */
@@ -65,7 +65,7 @@ export const CONFIG_KEYS = [
   'storeQuotaBytes'
 ] as const satisfies ReadonlyArray<keyof Config>
 
-/** Where a key can be set besides the config file. */
+/** Places besides the config file that set a key. */
 export interface KeySources {
   /** Environment variable. */
   env: string

@@ -35,9 +35,8 @@ const DURATION_UNITS: Readonly<Record<string, number>> = {
 }
 
 /**
- * Parses a size in bytes: a bare number of bytes (`4194304`) or a number with a unit
- * (`4MiB`, `512KB`, `1.5 GiB`; units are case-insensitive, KB/MB/GB/TB are powers of 1000,
- * KiB/MiB/GiB/TiB and K/M/G/T are powers of 1024).
+ * Parses a size in bytes: a bare number of bytes (`4194304`) or a number with a unit (`4MiB`, `512KB`, `1.5 GiB`).
+ * Units are case-insensitive. KB, MB, GB and TB are powers of 1000, while KiB, MiB, GiB, TiB and K, M, G, T are powers of 1024.
  * Returns undefined when `text` is not such a size or is not a whole number of bytes.
  */
 export function parseSize (text: string): number | undefined {

@@ -10,7 +10,7 @@ import { parseHostPort, tcpMultiaddrProblem, type TcpMultiaddrRules } from './ad
 import { MAX_TIMER_MS, type Config } from './schema.ts'
 import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts'
 
-/** Where a value was set. */
+/** Layer that set a value: the config file, an environment variable or a flag. */
 export type Source =
   | { kind: 'file', path: string }
   | { kind: 'env', name: string }
@@ -72,14 +72,16 @@ function toList (raw: unknown, context: ValueContext, expected: string): string[
 }
 
 function toSize (raw: unknown, context: ValueContext, expected: string): number {
-  const bytes = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseSize(raw) : undefined
+  let bytes: number | undefined
+  if (typeof raw === 'number') bytes = raw
+  else if (typeof raw === 'string') bytes = parseSize(raw)
   if (bytes == null || !Number.isSafeInteger(bytes) || bytes < 0) throw invalidValue(context, raw, expected)
   return bytes
 }
 
 /**
- * Parses a duration to milliseconds. In a config file a number is milliseconds (the keys end
- * in Ms) and a string needs a unit; from the environment or a flag a bare number is seconds.
+ * Parses a duration to milliseconds. In a config file a number is milliseconds, as the key names
+ * (timeoutMs, seedMs) say, and a string needs a unit. From the environment or a flag a bare number is seconds.
  */
 function toDuration (raw: unknown, context: ValueContext): number {
   const fromFile = context.source.kind === 'file'

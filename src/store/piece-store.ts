@@ -58,10 +58,11 @@ export class PieceStore {
   /** CID string of the empty piece, the one piece whose file may have 0 bytes. */
   private emptyPieceKey = ''
   /**
-   * Files this process wrote or verified, by inode: reading them again skips the hash, because a
-   * hot piece is read once per upload. A replaced file has a new inode and is verified again.
+   * Files this process wrote or verified, as inode and modification time: reading them again skips
+   * the hash, because a hot piece is read once per upload. A file replaced or written since has a
+   * new inode or time and is verified again.
    */
-  private readonly verified = new Map<string, number>()
+  private readonly verified = new Map<string, string>()
   /** Set while only pinned pieces remain above the quota, so the warning is logged once. */
   private overQuotaWarned = false
 
@@ -178,7 +179,7 @@ export class PieceStore {
       }
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
-      const known = this.verified.get(key) === file.identity.ino
+      const known = this.verified.get(key) === `${file.identity.ino}:${file.mtimeBefore}`
       const actual = file.bytes === undefined ? undefined : known ? cid : await cidOfBytes(file.bytes)
       if (file.bytes === undefined || actual === undefined || !actual.equals(cid)) {
         this.log.warn({ cid: key, path, size: file.size, actual: actual?.toString() }, 'piece file failed verification; deleting it')
@@ -187,7 +188,7 @@ export class PieceStore {
       }
 
       // 3. Mark it used, and index a file that another process sharing the directory wrote.
-      this.verified.set(key, file.identity.ino)
+      this.verified.set(key, `${file.identity.ino}:${file.mtimeAfter}`)
       if (this.index.has(key)) {
         this.index.touch(key)
       } else {
@@ -201,7 +202,8 @@ export class PieceStore {
 
   private async rememberVerified (key: string, path: string): Promise<void> {
     try {
-      this.verified.set(key, (await stat(path)).ino)
+      const stats = await stat(path)
+      this.verified.set(key, `${stats.ino}:${stats.mtimeMs}`)
     } catch {
       this.verified.delete(key)
     }
@@ -363,6 +365,10 @@ interface PieceFile {
   bytes: Uint8Array | undefined
   size: number
   identity: FileIdentity
+  /** Modification time when the file was opened, in ms. */
+  mtimeBefore: number
+  /** Modification time after the read set it to now, in ms. */
+  mtimeAfter: number
 }
 
 /** Reads a piece file and sets its modification time to now, which records the use for the next start. */
@@ -371,15 +377,15 @@ async function readPieceFile (path: string): Promise<PieceFile> {
   try {
     const stats = await handle.stat()
     const identity = { dev: stats.dev, ino: stats.ino }
-    if (stats.size > MAX_PIECE_SIZE) return { bytes: undefined, size: stats.size, identity }
+    if (stats.size > MAX_PIECE_SIZE) return { bytes: undefined, size: stats.size, identity, mtimeBefore: stats.mtimeMs, mtimeAfter: stats.mtimeMs }
 
     // A plain Uint8Array view of the Buffer, so callers see the type they were promised.
     const buffer = await handle.readFile()
     const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
     const now = new Date()
     // The modification time only orders eviction after a restart, so a failure to set it is harmless.
-    await handle.utimes(now, now).catch(() => {})
-    return { bytes, size: bytes.byteLength, identity }
+    const touched = await handle.utimes(now, now).then(() => true, () => false)
+    return { bytes, size: bytes.byteLength, identity, mtimeBefore: stats.mtimeMs, mtimeAfter: touched ? now.getTime() : stats.mtimeMs }
   } finally {
     await handle.close()
   }
