@@ -287,3 +287,42 @@ describe('several supernodes', () => {
     assert.equal((await filesUnder(join(dir, dataDirOf.get(first.address)!, 'store', 'contents'))).length, 2)
   })
 })
+
+describe('local store', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-local-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop('SIGKILL')))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('second fetch comes from the store', async () => {
+    const body = randomBytes(5_000_000)
+    origin.files.set('/again.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    processes.push(supernode.process)
+    const fetchOnce = (output: string): DfnodeProcess => {
+      const child = new DfnodeProcess(['fetch', `${base}/again.bin`, '-o', join(dir, output), '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'host'), '--json', '--timeout', '60s'])
+      processes.push(child)
+      return child
+    }
+    const first = await fetchOnce('first.out').json<FetchSummary & { fromLocal: number }>()
+    assert.equal(first.fromSupernode, body.byteLength)
+    const second = fetchOnce('second.out')
+    const summary = await second.json<FetchSummary & { fromLocal: number }>()
+    assert.equal(summary.fromLocal, body.byteLength)
+    assert.equal(summary.fromSupernode, 0)
+    assert.equal(await second.exited, 0)
+    assert.equal(sha256(await readFile(join(dir, 'second.out'))), sha256(body))
+    assert.equal(origin.served.get('/again.bin'), body.byteLength)
+  })
+})

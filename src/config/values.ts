@@ -80,8 +80,8 @@ function toSize (raw: unknown, context: ValueContext, expected: string): number 
 }
 
 /**
- * Parses a duration to milliseconds. In a config file a number is milliseconds, as the key names
- * (timeoutMs, seedMs) say, and a string needs a unit. From the environment or a flag a bare number is seconds.
+ * Parses a duration to milliseconds. In a config file a number is milliseconds, the unit in the key names
+ * (timeoutMs, seedMs), and a string needs a unit. From the environment or a flag a bare number is seconds.
  */
 function toDuration (raw: unknown, context: ValueContext): number {
   const fromFile = context.source.kind === 'file'

@@ -202,9 +202,12 @@ export class Download {
   private async run (): Promise<void> {
     const { discovery, logger } = this.components
     try {
-      // Pieces already on disk from an earlier run count as local.
+      // Pieces already on disk from an earlier run count as local; with all of them, only the content check is left.
       this.loadLocal()
-      if (this.finished) return
+      if (this.layout != null && this.localCount === this.layout.count) {
+        await this.done
+        return
+      }
 
       // Holders announce pieces by gossip; the DHT finds those that joined earlier.
       this.unwatch = discovery.watch(this.key, (peer, indexes) => { this.onHave(peer, indexes) })
@@ -644,12 +647,12 @@ export class Download {
         this.recent.delete(index)
         this.hashed++
       }
-      this.checkFinished()
     } catch (err) {
       this.fail(err as Error)
     } finally {
       this.hashing = false
     }
+    this.checkFinished()
   }
 
   private checkFinished (): void {
