@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { Config } from '../config/schema.ts'
-import { cidOfSha256, sameCid } from '../content/ids.ts'
+import { cidToDigest } from '../content/ids.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
@@ -103,15 +103,14 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
     // Stream verified pieces in order into a temporary file beside the output.
     const layout = await download.ready(signal)
-    const hash = createHash('sha256')
     const file = await open(temp, 'wx', 0o644)
     try {
       let position = 0
       for await (const chunk of engine.readRange(download, 0, layout.size, signal)) {
-        hash.update(chunk)
         await file.write(chunk, 0, chunk.byteLength, position)
         position += chunk.byteLength
       }
+      if (position !== layout.size) throw new VerificationError(`wrote ${position} bytes of ${layout.size} for ${options.url.split('?')[0]}`)
       await download.done
       await file.sync()
     } finally {
@@ -119,16 +118,15 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     }
     signal.removeEventListener('abort', onAbort)
 
-    // The bytes written must hash to the verified content before the file takes its name.
-    const written = cidOfSha256(hash.digest())
-    if (download.content == null || !sameCid(written, download.content)) {
-      throw new VerificationError(`file written for ${options.url.split('?')[0]} hashes to ${written.toString()}, expected ${String(download.content)}`)
-    }
+    // The file takes its name only after the download verified the whole content (download.done).
+    // Its bytes are the verified pieces, read back from the store in order.
+    const content = download.content
+    if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
     await rename(temp, options.output)
 
     const result: FetchResult = {
       key: download.key.toString(),
-      digest: `sha256:${Buffer.from(written.multihash.digest).toString('hex')}`,
+      digest: cidToDigest(content),
       size: layout.size,
       output: options.output,
       ...download.stats,

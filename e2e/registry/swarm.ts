@@ -1,0 +1,153 @@
+/**
+ * A supernode process and several `dfnode proxy` processes on loopback, each
+ * host with its own data dir and a swarm listener on 127.0.0.1, for tests and
+ * benchmarks of the proxy on the swarm. Logs are read back from
+ * `<data dir>/logs/dfnode.log`, which dfnode writes synchronously.
+ */
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { digestToCid } from '../../src/content/ids.ts'
+import { startSupernodeProcess, type DfnodeProcess } from '../../test/helpers/dfnode-process.ts'
+import { ProxyProcess } from './proxy-process.ts'
+
+export interface TestSwarmOptions {
+  /** Directory that receives `supernode/` and `host-<i>/`; the caller removes it. */
+  dir: string
+  /** Number of proxy hosts. */
+  hosts: number
+  /** Hosts the supernode may fetch from ("host" or "host:port"), one `--allow-origin` each. */
+  allowOrigins: string[]
+  /** Arguments given to every `dfnode proxy`, such as `--registry URL`. */
+  proxyArgs: string[]
+}
+
+/** One parsed line of a dfnode log. */
+export interface DfnodeLogLine {
+  msg: string
+  [field: string]: unknown
+}
+
+/** The "download complete" line of one content on one host. */
+export interface DownloadLine extends DfnodeLogLine {
+  key: string
+  bytes: number
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+  fromLocal: number
+}
+
+export class TestSwarm {
+  readonly supernode: DfnodeProcess
+  /** Multiaddr of the supernode, with its peer id. */
+  readonly supernodeAddress: string
+  readonly supernodeDir: string
+  readonly proxies: ProxyProcess[] = []
+  readonly options: TestSwarmOptions
+
+  private constructor (options: TestSwarmOptions, supernode: DfnodeProcess, supernodeAddress: string) {
+    this.options = options
+    this.supernode = supernode
+    this.supernodeAddress = supernodeAddress
+    this.supernodeDir = join(options.dir, 'supernode')
+  }
+
+  /** Starts the supernode, then the proxies one after the other; stops what started when one fails. */
+  static async start (options: TestSwarmOptions): Promise<TestSwarm> {
+    const [first, ...others] = options.allowOrigins
+    if (first == null) throw new Error('TestSwarm needs at least one allowed origin for the supernode')
+    const extra = others.flatMap(origin => ['--allow-origin', origin])
+    const started = await startSupernodeProcess(join(options.dir, 'supernode'), first, extra)
+    const swarm = new TestSwarm(options, started.process, started.address)
+    try {
+      for (let i = 0; i < options.hosts; i++) swarm.proxies.push(await ProxyProcess.start(swarm.hostArgs(i)))
+    } catch (err) {
+      await swarm.stop()
+      throw err
+    }
+    return swarm
+  }
+
+  /** Data dir of host `i`. */
+  hostDir (i: number): string {
+    return join(this.options.dir, `host-${i}`)
+  }
+
+  /** URL of the proxy of host `i`. */
+  url (i: number): string {
+    const proxy = this.proxies[i]
+    if (proxy == null) throw new Error(`no host ${i}: the swarm has ${this.proxies.length}`)
+    return proxy.url
+  }
+
+  /** Stops the proxy of host `i` with SIGKILL, as a crash would. */
+  async kill (i: number): Promise<void> {
+    const proxy = this.proxies[i]
+    if (proxy == null) throw new Error(`no host ${i}: the swarm has ${this.proxies.length}`)
+    proxy.child.kill('SIGKILL')
+    await proxy.stop()
+  }
+
+  /** Starts the proxy of host `i` again on its data dir, after `kill` or a stop. */
+  async restart (i: number): Promise<void> {
+    this.proxies[i] = await ProxyProcess.start(this.hostArgs(i))
+  }
+
+  /** Parsed lines of host `i`'s log. */
+  async hostLog (i: number): Promise<DfnodeLogLine[]> {
+    return await readLog(this.hostDir(i))
+  }
+
+  async supernodeLog (): Promise<DfnodeLogLine[]> {
+    return await readLog(this.supernodeDir)
+  }
+
+  /** Access-log lines of host `i` for requests whose path (without query) is `path`. */
+  async requests (i: number, path: string): Promise<DfnodeLogLine[]> {
+    return (await this.hostLog(i)).filter(line => line.msg === 'request' && line.url === path)
+  }
+
+  /** "download complete" lines of host `i` for the content with this digest. */
+  async downloads (i: number, digest: string): Promise<DownloadLine[]> {
+    const key = digestToCid(digest).toString()
+    return (await this.hostLog(i)).filter((line): line is DownloadLine => line.msg === 'download complete' && line.key === key)
+  }
+
+  /** Names of the content records under `<dir>/store/contents` of host `i`, or of the supernode when `i` is undefined. */
+  async records (i?: number): Promise<string[]> {
+    const dir = join(i == null ? this.supernodeDir : this.hostDir(i), 'store', 'contents')
+    return await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return []
+      throw err
+    })
+  }
+
+  /** Stops every proxy, then the supernode. */
+  async stop (): Promise<void> {
+    await Promise.all(this.proxies.map(async proxy => await proxy.stop()))
+    await this.supernode.stop()
+  }
+
+  private hostArgs (i: number): string[] {
+    return [
+      ...this.options.proxyArgs,
+      '--supernode', this.supernodeAddress,
+      '--listen', '/ip4/127.0.0.1/tcp/0',
+      '--data-dir', this.hostDir(i)
+    ]
+  }
+}
+
+/** Returns the record file name of a digest's content, as the store names it. */
+export function recordNameOf (digest: string): string {
+  return `${digestToCid(digest).toString()}.cbor`
+}
+
+async function readLog (dataDir: string): Promise<DfnodeLogLine[]> {
+  const text = await readFile(join(dataDir, 'logs', 'dfnode.log'), 'utf8')
+  const lines: DfnodeLogLine[] = []
+  for (const line of text.split('\n')) {
+    if (line.startsWith('{')) lines.push(JSON.parse(line) as DfnodeLogLine)
+  }
+  return lines
+}

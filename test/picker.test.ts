@@ -1,0 +1,88 @@
+/**
+ * Piece choice: reader window, rarest first, supernode last, end game.
+ * The picker is a pure function of its state, so plain Source objects show every case.
+ */
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { pickPiece, type PickerState } from '../src/swarm/piece-picker.ts'
+import { Source } from '../src/swarm/sources.ts'
+
+const IDS = [
+  '12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ',
+  '12D3KooWCRZJmLh7SZ7Ec8923N9rp7sL3KSZ7RwrnCtQQP7EWv5x',
+  '12D3KooWJXgwWLbsUiLAxAHPkSN9gASMopKbHaq13reS3j7BrgXA'
+]
+
+function source (index: number, has: number[], supernode = false): Source {
+  const created = new Source(peerIdFromString(IDS[index]!), supernode)
+  for (const piece of has) created.has.add(piece)
+  return created
+}
+
+function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, unknown?: number[] } = {}): PickerState {
+  return {
+    count,
+    known: index => !(options.unknown ?? []).includes(index),
+    local: index => (options.local ?? []).includes(index),
+    inflight: index => options.inflight?.[index] ?? 0,
+    sources,
+    cursor: options.cursor ?? -1
+  }
+}
+
+describe('piece picker', () => {
+  it('takes the rarest piece', () => {
+    const a = source(0, [0, 1, 2])
+    const b = source(1, [0, 1])
+    const c = source(2, [0])
+    assert.equal(pickPiece(a, state([a, b, c], 3)), 2)
+  })
+
+  it('skips local, unknown and requested pieces', () => {
+    const a = source(0, [0, 1, 2, 3])
+    assert.equal(pickPiece(a, state([a], 4, { local: [0], unknown: [1], inflight: { 2: 1 } })), 3)
+  })
+
+  it('serves the reader window first', () => {
+    const a = source(0, [0, 5, 6])
+    const b = source(1, [0])
+    assert.equal(pickPiece(a, state([a, b], 10, { cursor: 5 })), 5)
+  })
+
+  it('leaves peer-held pieces off the supernode', () => {
+    const supernode = source(0, [0, 1], true)
+    const peer = source(1, [0])
+    assert.equal(pickPiece(supernode, state([supernode, peer], 2)), 1)
+  })
+
+  it('asks the supernode when nobody else has it', () => {
+    const supernode = source(0, [0], true)
+    const peer = source(1, [0])
+    peer.banned = true
+    assert.equal(pickPiece(supernode, state([supernode, peer], 1)), 0)
+  })
+
+  it('duplicates requests in the end game', () => {
+    const a = source(0, [0, 1])
+    assert.equal(pickPiece(a, state([a], 2, { local: [0], inflight: { 1: 1 } })), 1)
+  })
+
+  it('caps end-game duplicates', () => {
+    const a = source(0, [1])
+    assert.equal(pickPiece(a, state([a], 2, { local: [0], inflight: { 1: 2 } })), undefined)
+  })
+
+  it('waits out a busy answer', () => {
+    const a = source(0, [0, 1])
+    a.deferred.set(1, Date.now() + 60_000)
+    assert.equal(pickPiece(a, state([a], 2, { local: [0] })), undefined)
+    a.deferred.set(1, Date.now() - 1)
+    assert.equal(pickPiece(a, state([a], 2, { local: [0] })), 1)
+  })
+
+  it('returns nothing when done', () => {
+    const a = source(0, [0, 1])
+    assert.equal(pickPiece(a, state([a], 2, { local: [0, 1] })), undefined)
+  })
+})
