@@ -37,7 +37,7 @@ export async function fetchThroughDaemon (socketPath: string, body: ControlFetch
     try {
       error = JSON.parse(text)
     } catch {}
-    throw errorFromCode(error.code ?? 'ERR_DAEMON', error.message ?? `daemon answered ${response.statusCode ?? '?'}: ${text.slice(0, 200)}`, error.status)
+    throw errorFromCode(error.code ?? 'ERR_DAEMON', error.message ?? `daemon responded ${response.statusCode ?? '?'}: ${text.slice(0, 200)}`, error.status)
   }
   const size = Number(response.headers[SIZE_HEADER])
   if (!Number.isSafeInteger(size) || size < 0) throw new ProtocolError(`daemon sent an invalid size "${String(response.headers[SIZE_HEADER])}"`)

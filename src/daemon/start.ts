@@ -33,7 +33,7 @@ export async function startDaemon (config: Config, logger: Logger): Promise<Daem
     logger
   })
 
-  // What this host already holds is announced again, so peers find it after a restart.
+  // Contents already stored on this host are provided again, so peers find it after a restart.
   for (const key of engine.heldContents()) engine.discovery.provide(key)
 
   const socketPath = controlSocketPath(config.dataDir)

@@ -1,5 +1,5 @@
 /**
- * Answers SEED_PROTOCOL requests: one SeedTask per content however many peers
+ * Serves SEED_PROTOCOL requests: one SeedTask per content however many peers
  * ask at once, and a stream of piece CIDs back to each of them.
  */
 import type { Stream } from '@libp2p/interface'
@@ -64,7 +64,7 @@ export class SeedService {
       origin.checkAllowed(request.url)
       logger.info({ key: key.toString(), url: stripQuery(request.url) }, 'seed request')
 
-      // A complete content already stored is answered from its record.
+      // A complete content already stored is served from its record.
       const complete = this.completeRecord(key)
       if (complete != null) {
         await framed.write({ t: 'meta', key, size: complete.size, pieceSize: complete.pieceSize })

@@ -25,7 +25,7 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
     dataDir: config.dataDir,
     listen: config.listen,
     announce: config.announce,
-    // Other supernodes are DHT bootstrap peers; a supernode never asks them to seed.
+    // Other supernodes are DHT bootstrap peers; a supernode never sends them seed requests.
     supernodes: config.supernodes,
     allowOrigins: config.allowOrigins,
     backSource: true,

@@ -1,7 +1,7 @@
 /**
  * Download of one content on a peer: asks the rendezvous supernode to seed
  * it, finds other holders by gossip and the DHT, fetches verified pieces from
- * several of them at once, and falls back to the origin when nobody has a piece.
+ * several of them at once, and falls back to the origin when no holder has a piece.
  */
 import { createHash, type Hash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
@@ -54,7 +54,7 @@ export interface DownloadInit {
   supernodeRequests?: number
   /** A piece request without progress for this long is abandoned, in ms. Default 10000. */
   stallMs?: number
-  /** Wait for holders on the DHT before back-to-source when no supernode answers, in ms. Default 3000. */
+  /** Wait for holders on the DHT before back-to-source when no supernode responds, in ms. Default 3000. */
   holderWaitMs?: number
 }
 
@@ -78,7 +78,7 @@ const ORIGIN_REQUESTS = 2
 /** Bitfield poll interval for holders that have nothing new to offer, in ms. */
 const POLL_MS = 1500
 
-/** Wait before asking a holder again for a piece it answered 'busy' to, in ms. */
+/** Wait before requesting a piece again from a holder that responded 'busy', in ms. */
 const BUSY_RETRY_MS = 400
 
 /** DHT provider lookups while downloading, every this many ms. */
@@ -221,7 +221,7 @@ export class Download {
       this.seedLost = true
       this.schedule()
 
-      // Nobody seeded and no holder showed up: fetch it from the origin and seed it ourselves.
+      // No supernode seeded and no holder showed up: fetch it from the origin and seed it ourselves.
       if (this.layout == null) await this.withoutLayout()
       await this.done
     } catch (err) {
@@ -310,7 +310,9 @@ export class Download {
     }
     if (this.layout != null || this.failure != null) return
     if (!this.init.backSource) {
-      const supernodes = this.unreachable.length > 0 ? ` (supernodes unreachable: ${this.unreachable.join(', ')})` : this.init.supernodes.length === 0 ? ' (no supernode configured)' : ''
+      let supernodes = ''
+      if (this.unreachable.length > 0) supernodes = ` (supernodes unreachable: ${this.unreachable.join(', ')})`
+      else if (this.init.supernodes.length === 0) supernodes = ' (no supernode configured)'
       throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)}${supernodes} and back-to-source is off; check that a supernode runs at the configured address, or drop --no-back-source`)
     }
     await this.backSourceAll()
@@ -517,7 +519,7 @@ export class Download {
       }
     }
 
-    // Once no supernode is left, pieces nobody offers come from the origin.
+    // Once no supernode is left, pieces that no holder offers come from the origin.
     if (this.seedLost && this.init.backSource) {
       for (let index = 0; index < this.layout.count && this.originInflight.size < ORIGIN_REQUESTS; index++) {
         if (this.local[index] === true || this.originInflight.has(index) || (this.inflightCount[index] ?? 0) > 0) continue

@@ -148,7 +148,7 @@ export class Engine {
     }
   }
 
-  /** Keys of the contents this node holds completely. */
+  /** Returns the keys of the contents stored here completely. */
   heldContents (): CID[] {
     return this.records.list().filter(record => record.content != null).map(record => record.key)
   }

@@ -1,6 +1,6 @@
 /**
  * Client side of PIECE_PROTOCOL on one stream to one peer: pipelined requests,
- * answers matched in order, a stall timer per request.
+ * responses matched in order, a stall timer per request.
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -20,7 +20,7 @@ interface Pending {
 }
 
 export interface PieceClientInit {
-  /** A request whose answer makes no progress for this long aborts the stream, in ms. */
+  /** A request whose response makes no progress for this long aborts the stream, in ms. */
   stallMs: number
 }
 
@@ -56,7 +56,7 @@ export class PieceClient {
 
   /**
    * Fetches piece `index`; resolves 'missing' when the peer no longer has it and
-   * 'busy' when it asks for the piece to be fetched from others first.
+   * 'busy' when it wants the piece fetched from others first.
    */
   async get (index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | 'missing' | 'busy'> {
     return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as Uint8Array | 'missing' | 'busy'
@@ -115,15 +115,15 @@ export class PieceClient {
         this.lastProgress = Date.now()
         const response = decodePieceResponse(frame)
         const entry = this.pending[0]
-        if (entry == null) throw new ProtocolError('peer sent an answer nobody requested')
+        if (entry == null) throw new ProtocolError('peer sent a response to no request')
 
         if (response.t === 'have') {
-          if (entry.kind !== 'have') throw new ProtocolError('peer answered a piece request with a bitfield')
+          if (entry.kind !== 'have') throw new ProtocolError('peer responded to a piece request with a bitfield')
           this.pending.shift()
           entry.resolve(response)
           continue
         }
-        if (entry.kind !== 'get' || response.i !== entry.index) throw new ProtocolError(`peer answered piece ${response.i} out of order`)
+        if (entry.kind !== 'get' || response.i !== entry.index) throw new ProtocolError(`peer sent piece ${response.i} out of order`)
         if (response.t === 'missing' || response.t === 'busy') {
           this.pending.shift()
           entry.resolve(response.t)

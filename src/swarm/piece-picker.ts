@@ -36,7 +36,7 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
     }
   }
 
-  // Rarest first among pieces nobody is fetching yet.
+  // Rarest first among pieces not requested from any holder yet.
   const others = [...state.sources].filter(other => other !== source && !other.banned)
   let best: number | undefined
   let bestRarity = Infinity

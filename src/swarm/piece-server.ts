@@ -1,6 +1,6 @@
 /**
  * Serves bitfields and verified pieces to other peers over PIECE_PROTOCOL.
- * Requests on one stream are answered in order, so clients may pipeline them.
+ * Requests on one stream are served in order, so clients may pipeline them.
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -20,8 +20,8 @@ export interface PieceServerComponents {
 }
 
 /**
- * Decides whether a piece is sent now or the requester is told to get it
- * elsewhere first ('busy'). Supernodes use it to hand each fresh piece to few peers.
+ * Decides whether a piece is sent now or the requester gets 'busy' and
+ * fetches it elsewhere first. Supernodes use it to hand each fresh piece to few peers.
  */
 export type UploadPolicy = (key: CID, index: number, peer: string) => 'serve' | 'busy'
 

@@ -1,5 +1,5 @@
 /**
- * Peer side of SEED_PROTOCOL: asks a supernode to seed a URL and reads the
+ * Peer side of SEED_PROTOCOL: requests a supernode to seed a URL and reads the
  * stream of piece CIDs it sends back.
  */
 import type { PeerId } from '@libp2p/interface'

@@ -1,5 +1,5 @@
 /**
- * What the downloader knows about one holder of a content: which pieces it
+ * State the downloader keeps about one holder of a content: which pieces it
  * has, its open piece stream, the requests in flight and how it behaved.
  */
 import type { PeerId } from '@libp2p/interface'
@@ -12,7 +12,7 @@ export class Source {
   readonly supernode: boolean
   /** Pieces the holder has verified. */
   readonly has = new Set<number>()
-  /** Pieces requested from this holder and not answered yet. */
+  /** Pieces requested from this holder and not received yet. */
   readonly inflight = new Set<number>()
   client?: PieceClient
   connecting?: Promise<PieceClient | undefined>

@@ -1,7 +1,7 @@
 /**
  * Supernode selection: rendezvous (highest-random-weight) hashing of a content
- * key over the configured supernode list, so every peer asks the same
- * supernode for a content, and the next one when it is down.
+ * key over the configured supernode list, so every peer requests a content from the same
+ * supernode, and the next one when it is down.
  */
 import { createHash } from 'node:crypto'
 import type { CID } from 'multiformats/cid'

@@ -8,7 +8,7 @@ import { CID } from 'multiformats/cid'
 import { ProtocolError } from '../errors.ts'
 import { MAX_PIECES } from '../content/pieces.ts'
 
-/** Protocol that asks a supernode to seed a URL and streams back its piece CIDs. */
+/** Protocol that requests a supernode to seed a URL and streams back its piece CIDs. */
 export const SEED_PROTOCOL = '/dfnode/seed/1.0.0'
 
 /** Protocol that exchanges bitfields and piece bytes between peers. */
