@@ -1,0 +1,93 @@
+/**
+ * `dfnode fetch` on a host where `dfnode proxy` runs goes through the
+ * daemon's control socket, so the host keeps one node and one store.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestOrigin } from './helpers/origin-server.ts'
+import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+
+interface FetchSummary {
+  digest: string
+  size: number
+  fromSupernode: number
+  fromLocal: number
+}
+
+function sha256 (bytes: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+}
+
+describe('fetch through the host daemon', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-daemon-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop()))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('uses the control socket', async () => {
+    const body = randomBytes(6 * 1024 * 1024)
+    origin.files.set('/via-daemon.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    processes.push(supernode.process)
+    const hostDir = join(dir, 'host')
+    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
+    processes.push(daemon)
+    await daemon.line(line => line.startsWith('http://'), 30_000)
+    assert.ok(existsSync(join(hostDir, 'dfnode.sock')))
+
+    const fetchOnce = async (output: string): Promise<{ summary: FetchSummary, child: DfnodeProcess }> => {
+      const child = new DfnodeProcess(['fetch', `${base}/via-daemon.bin`, '-o', join(dir, output), '--data-dir', hostDir, '--json', '--verbose'])
+      processes.push(child)
+      const summary = await child.json<FetchSummary>()
+      assert.equal(await child.exited, 0)
+      return { summary, child }
+    }
+
+    // The first fetch is downloaded by the daemon's node from the supernode.
+    const first = await fetchOnce('first.out')
+    assert.equal(first.summary.digest, sha256(body))
+    assert.equal(first.summary.fromSupernode, body.byteLength)
+    assert.match(first.child.stderr, /fetching through the local daemon/)
+    assert.doesNotMatch(first.child.stderr, /piece store started/)
+    assert.equal(sha256(await readFile(join(dir, 'first.out'))), sha256(body))
+
+    // The second comes from the daemon's store.
+    const second = await fetchOnce('second.out')
+    assert.equal(second.summary.fromLocal, body.byteLength)
+    assert.equal(sha256(await readFile(join(dir, 'second.out'))), sha256(body))
+    assert.equal(origin.served.get('/via-daemon.bin'), body.byteLength)
+    const log = await readFile(join(hostDir, 'logs', 'dfnode.log'), 'utf8')
+    assert.equal(log.split('"control fetch served"').length - 1, 2)
+  })
+
+  it('reports daemon errors with their code', async () => {
+    const supernode = await startSupernodeProcess(join(dir, 'supernode-2'))
+    processes.push(supernode.process)
+    const hostDir = join(dir, 'host-2')
+    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
+    processes.push(daemon)
+    await daemon.line(line => line.startsWith('http://'), 30_000)
+
+    const child = new DfnodeProcess(['fetch', `${base}/missing.bin`, '-o', join(dir, 'missing.out'), '--data-dir', hostDir])
+    processes.push(child)
+    assert.equal(await child.exited, 3)
+    assert.match(child.stderr, /dfnode: .*404/)
+    assert.equal(existsSync(join(dir, 'missing.out')), false)
+  })
+})
