@@ -79,7 +79,8 @@ describe('config defaults', () => {
       filter: [...DEFAULT_QUERY_FILTER],
       timeoutMs: 0,
       seedMs: 0,
-      storeQuotaBytes: 20 * 1024 ** 3
+      storeQuotaBytes: 20 * 1024 ** 3,
+      uploadRate: 0
     })
   })
 

@@ -326,3 +326,57 @@ describe('local store', () => {
     assert.equal(origin.served.get('/again.bin'), body.byteLength)
   })
 })
+
+describe('stalled holder', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-stall-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    for (const child of processes) child.child.kill('SIGCONT')
+    await Promise.all(processes.map(async child => await child.stop('SIGKILL')))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('frozen peer mid-piece: pieces come elsewhere', async () => {
+    const body = randomBytes(8 * MiB)
+    const digest = sha256(body)
+    origin.files.set('/stall.bin', { body })
+
+    // Holder A has the whole file and uploads slowly, on a known port.
+    const port = await freePort()
+    const holder = new DfnodeProcess(['fetch', `${base}/stall.bin`, '-o', join(dir, 'holder.out'), '--digest', digest, '--data-dir', join(dir, 'holder'), '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--json', '--seed-time', '300s', '--upload-rate', '256KiB'])
+    processes.push(holder)
+    await holder.json()
+    const servedBefore = origin.served.get('/stall.bin') ?? 0
+
+    // Peer C finds A as a DHT provider and starts fetching from it.
+    const fetcher = new DfnodeProcess(['fetch', `${base}/stall.bin`, '-o', join(dir, 'fetcher.out'), '--digest', digest, '--supernode', `/ip4/127.0.0.1/tcp/${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'fetcher'), '--json', '--verbose'])
+    processes.push(fetcher)
+    const deadline = Date.now() + 60_000
+    while (!/"piece requested"|"have received"/.test(fetcher.stderr) && (await filesUnder(join(dir, 'fetcher', 'store', 'pieces'))).length === 0 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    while ((await filesUnder(join(dir, 'fetcher', 'store', 'pieces'))).filter(path => !path.includes('.tmp-')).length === 0 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+
+    // A freezes with C's requests in flight; C gives up on it and takes the rest from the origin.
+    holder.child.kill('SIGSTOP')
+    const summary = await fetcher.json<FetchSummary>(120_000)
+    assert.equal(summary.digest, digest)
+    assert.equal(sha256(await readFile(join(dir, 'fetcher.out'))), digest)
+    assert.ok(summary.fromPeers > 0, 'C got pieces from A before A froze')
+    assert.ok(summary.fromOrigin > 0, 'C fetched the stalled pieces elsewhere')
+    assert.equal((origin.served.get('/stall.bin') ?? 0) - servedBefore, summary.fromOrigin)
+    // libp2p's connection monitor (ping) or the piece stall timer notices the frozen peer, whichever fires first.
+    assert.match(fetcher.stderr, /"err":"(peer sent nothing for \d+ ms|The operation was aborted due to timeout)","failures":1,"msg":"piece stream failed"/)
+  })
+})

@@ -33,7 +33,8 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       { name: 'no-back-source', type: 'boolean', description: 'Fail instead of downloading from the origin when no supernode or peer has the file (default: download from the origin)' },
       { name: 'json', type: 'boolean', description: 'Print the result as one JSON object on stdout and nothing else there (default: off)' },
       { name: 'listen', type: 'string', description: 'Multiaddr to listen on for other peers while fetching; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
-      { name: 'seed-time', type: 'string', description: 'Time to keep serving pieces to other peers after the download: seconds or a duration (default: 0)' }
+      { name: 'seed-time', type: 'string', description: 'Time to keep serving pieces to other peers after the download: seconds or a duration (default: 0)' },
+      { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' }
     ],
     examples: [
       'fetch https://example.com/images/base.tar -o base.tar',
@@ -63,7 +64,8 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
     timeoutMs: stringOption(options, 'timeout'),
     backSource: booleanOption(options, 'back-source'),
     listen: listOption(options, 'listen'),
-    seedMs: stringOption(options, 'seed-time')
+    seedMs: stringOption(options, 'seed-time'),
+    uploadRate: stringOption(options, 'upload-rate')
   })
 
   const fetch = fetchOverride ?? (await import('../swarm/fetch-file.ts')).fetchFile

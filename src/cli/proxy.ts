@@ -42,6 +42,7 @@ export const proxyCommand: Command = {
     { name: 'listen', type: 'string', description: 'Multiaddr the swarm node listens on for other peers; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
     { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
     { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 50GiB (default: 20GiB)' },
+    { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
     { name: 'no-back-source', type: 'boolean', description: 'Never fetch from the registry when no supernode or peer has a blob; the proxy then forwards the request instead (default: fetch)' },
     { name: 'origin-only', type: 'boolean', description: 'Do not join the swarm: download each blob from the registry once per host, into <data dir>/proxy-blobs (default: off)' }
   ],
@@ -59,6 +60,7 @@ async function runProxy (invocation: Invocation): Promise<number> {
     listen: listOption(options, 'listen'),
     announce: listOption(options, 'announce'),
     storeQuotaBytes: stringOption(options, 'store-quota'),
+    uploadRate: stringOption(options, 'upload-rate'),
     backSource: booleanOption(options, 'back-source')
   })
   const originOnly = booleanOption(options, 'origin-only') === true

@@ -32,6 +32,8 @@ export interface Config {
   seedMs: number
   /** Size limit of the piece store in bytes; default 20 GiB. */
   storeQuotaBytes: number
+  /** Upload limit for pieces sent to other peers, in bytes per second, 0 for none; default 0. */
+  uploadRate: number
 }
 
 /** Config file read when neither --config nor DFNODE_CONFIG names one, if it exists. */
@@ -62,7 +64,8 @@ export const CONFIG_KEYS = [
   'filter',
   'timeoutMs',
   'seedMs',
-  'storeQuotaBytes'
+  'storeQuotaBytes',
+  'uploadRate'
 ] as const satisfies ReadonlyArray<keyof Config>
 
 /** Places besides the config file that set a key. */
@@ -85,7 +88,8 @@ export const KEY_SOURCES: Readonly<Record<keyof Config, KeySources>> = {
   filter: { env: 'DFNODE_FILTER', flag: '--filter' },
   timeoutMs: { env: 'DFNODE_TIMEOUT', flag: '--timeout' },
   seedMs: { env: 'DFNODE_SEED_TIME', flag: '--seed-time' },
-  storeQuotaBytes: { env: 'DFNODE_STORE_QUOTA', flag: '--store-quota' }
+  storeQuotaBytes: { env: 'DFNODE_STORE_QUOTA', flag: '--store-quota' },
+  uploadRate: { env: 'DFNODE_UPLOAD_RATE', flag: '--upload-rate' }
 }
 
 /** Default listen multiaddrs of a supernode: a fixed port other nodes can be configured with. */
@@ -111,6 +115,7 @@ export function defaultConfig (role: string, home: string = homedir()): Config {
     filter: [...DEFAULT_QUERY_FILTER],
     timeoutMs: 0,
     seedMs: 0,
-    storeQuotaBytes: DEFAULT_STORE_QUOTA
+    storeQuotaBytes: DEFAULT_STORE_QUOTA,
+    uploadRate: 0
   }
 }

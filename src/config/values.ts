@@ -162,7 +162,8 @@ export const VALUE_PARSERS: ValueParsers = {
   filter: toQueryNames,
   timeoutMs: toDuration,
   seedMs: toDuration,
-  storeQuotaBytes: toStoreQuota
+  storeQuotaBytes: toStoreQuota,
+  uploadRate: (raw, context) => toSize(raw, context, 'bytes per second, or a size with a unit such as 10MiB; 0 for no limit')
 }
 
 /** Parses the raw value of one key. */

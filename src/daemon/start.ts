@@ -30,6 +30,7 @@ export async function startDaemon (config: Config, logger: Logger): Promise<Daem
     pieceSize: config.pieceSize,
     filter: config.filter,
     storeQuotaBytes: config.storeQuotaBytes,
+    uploadRate: config.uploadRate,
     logger
   })
 

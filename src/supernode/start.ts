@@ -32,6 +32,7 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
     pieceSize: config.pieceSize,
     filter: config.filter,
     storeQuotaBytes: config.storeQuotaBytes,
+    uploadRate: config.uploadRate,
     logger
   })
   const seeds = new SeedService({

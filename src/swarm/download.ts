@@ -10,7 +10,7 @@ import { cidOfBytes, cidOfSha256, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
-import { DfnodeError, NoSourceError, OriginUnreachableError, ProtocolError, VerificationError } from '../errors.ts'
+import { DfnodeError, NoSourceError, OriginUnreachableError, ProtocolError, TimeoutError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
@@ -80,6 +80,9 @@ const POLL_MS = 1500
 
 /** Wait before requesting a piece again from a holder that responded 'busy', in ms. */
 const BUSY_RETRY_MS = 400
+
+/** Time allowed to open a piece stream to a holder, in ms. */
+const DIAL_TIMEOUT_MS = 10_000
 
 /** DHT provider lookups while downloading, every this many ms. */
 const PROVIDER_LOOKUP_MS = 4000
@@ -458,8 +461,11 @@ export class Download {
   private async clientFor (source: Source): Promise<PieceClient | undefined> {
     if (source.client != null && !source.client.closed) return source.client
     source.connecting ??= (async () => {
+      // The dial deadline must not outlive the dial: libp2p keeps the signal on the stream it opens.
+      const deadline = new AbortController()
+      const timer = setTimeout(() => { deadline.abort(new TimeoutError(`dialling ${source.id} timed out`)) }, DIAL_TIMEOUT_MS)
       try {
-        const stream = await this.components.node.dialProtocol(source.peer, PIECE_PROTOCOL, { signal: AbortSignal.any([this.controller.signal, AbortSignal.timeout(10_000)]) })
+        const stream = await this.components.node.dialProtocol(source.peer, PIECE_PROTOCOL, { signal: AbortSignal.any([this.controller.signal, deadline.signal]) })
         source.client = new PieceClient(stream, this.key, { stallMs: this.init.stallMs ?? 10_000 })
         source.failures = 0
         return source.client
@@ -467,6 +473,7 @@ export class Download {
         this.dropClient(source, err as Error)
         return undefined
       } finally {
+        clearTimeout(timer)
         source.connecting = undefined
       }
     })()

@@ -16,6 +16,7 @@ import { PieceStore } from '../store/piece-store.ts'
 import { Discovery } from './discovery.ts'
 import { Download, type DownloadInit } from './download.ts'
 import { PieceServer } from './piece-server.ts'
+import { RateLimiter } from './rate-limiter.ts'
 import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
 
 export interface EngineInit {
@@ -31,6 +32,8 @@ export interface EngineInit {
   pieceSize: number
   filter?: string[]
   storeQuotaBytes?: number
+  /** Upload limit in bytes per second; 0 or undefined for none. */
+  uploadRate?: number
   logger: Logger
   /** Downloader tuning, see DownloadInit. */
   tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs'>
@@ -62,7 +65,7 @@ export class Engine {
     this.records = new ContentRecords({ dir: join(init.dataDir, 'store'), logger: init.logger })
     this.discovery = new Discovery(node, init.logger)
     this.origin = new OriginClient({ logger: init.logger, ...(init.allowOrigins != null ? { allowedOrigins: init.allowOrigins } : {}) })
-    this.pieceServer = new PieceServer({ node, store: this.store, records: this.records, logger: init.logger })
+    this.pieceServer = new PieceServer({ node, store: this.store, records: this.records, logger: init.logger, ...(init.uploadRate != null && init.uploadRate > 0 ? { limiter: new RateLimiter(init.uploadRate) } : {}) })
   }
 
   /** Creates the node and opens the store; dials the supernodes in the background. */

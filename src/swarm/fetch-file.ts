@@ -85,6 +85,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     pieceSize: config.pieceSize,
     filter: config.filter,
     storeQuotaBytes: config.storeQuotaBytes,
+    uploadRate: config.uploadRate,
     logger
   })
   const temp = tempPathFor(options.output)

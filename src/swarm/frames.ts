@@ -34,9 +34,10 @@ export class FramedStream {
     await this.lp.write(encodeFrame(message), options)
   }
 
-  /** Writes bytes as data frames of at most CHUNK_BYTES each. */
-  async writeData (bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+  /** Writes bytes as data frames of at most CHUNK_BYTES each, each after `beforeChunk` resolves. */
+  async writeData (bytes: Uint8Array, options?: AbortOptions, beforeChunk?: (length: number) => Promise<void>): Promise<void> {
     for (let offset = 0; offset < bytes.byteLength; offset += CHUNK_BYTES) {
+      await beforeChunk?.(Math.min(CHUNK_BYTES, bytes.byteLength - offset))
       await this.lp.write(bytes.subarray(offset, Math.min(offset + CHUNK_BYTES, bytes.byteLength)), options)
     }
   }

@@ -9,6 +9,7 @@ import type { Logger } from '../log.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import { FramedStream } from './frames.ts'
+import type { RateLimiter } from './rate-limiter.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
 import { PIECE_PROTOCOL, decodePieceRequest, encodeBits } from './wire.ts'
 
@@ -17,6 +18,8 @@ export interface PieceServerComponents {
   store: PieceStore
   records: ContentRecords
   logger: Logger
+  /** Shared upload limit; none when undefined. */
+  limiter?: RateLimiter
 }
 
 /**
@@ -103,7 +106,8 @@ export class PieceServer {
         this.stats.active++
         try {
           await framed.write({ t: 'piece', i: request.i, n: bytes.byteLength })
-          await framed.writeData(bytes)
+          const limiter = this.components.limiter
+          await framed.writeData(bytes, undefined, limiter != null ? async length => { await limiter.take(length) } : undefined)
         } finally {
           this.stats.active--
         }
