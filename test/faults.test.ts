@@ -83,7 +83,7 @@ describe('faults', () => {
     processes.push(supernode.process)
     const peers = [0, 1, 2].map(index => run(fetchArgs(`half-${index}`, '/half.bin', supernode.address, ['--seed-time', '60s'])))
 
-    // Kill the supernode once every peer holds two pieces and before the origin has sent everything.
+    // Kill the supernode once every peer has stored two pieces and before the origin has sent everything.
     const deadline = Date.now() + 60_000
     const held = async (index: number): Promise<number> => (await filesUnder(join(dir, `half-${index}`, 'store', 'pieces'))).filter(path => !path.includes('.tmp-')).length
     while (Date.now() < deadline) {
@@ -128,7 +128,7 @@ describe('faults', () => {
     }
     const servedBefore = origin.served.get('/corrupt.bin') ?? 0
 
-    // Peer B knows only A's address: A is no supernode, so B finds it as a DHT provider, takes its
+    // Peer B has only A's address: A is no supernode, so B finds it as a DHT provider, takes its
     // manifest, rejects every piece A sends, drops A and falls back to the origin.
     const fetcher = run(fetchArgs('corrupt-fetcher', '/corrupt.bin', `/ip4/127.0.0.1/tcp/${port}`, ['--digest', digest]))
     const summary = await fetcher.json<FetchSummary>()

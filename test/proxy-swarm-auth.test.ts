@@ -2,8 +2,8 @@
  * A registry with per-repository bearer tokens behind two `dfnode proxy`
  * processes on the swarm. The proxy passes the registry's 401 through,
  * containerd pulls with credentials, and a client whose token does not cover
- * a repository cannot read that repository's blob from a host, or from a host
- * whose peer, already holds it.
+ * a repository cannot read that repository's blob, whether the host it asks
+ * or one of that host's peers has the blob stored.
  * Backend: SwarmBlobSource (the daemon's engine).
  */
 import { after, before, describe, it } from 'node:test'
@@ -79,7 +79,7 @@ describe('proxies on the swarm with per-repository tokens', () => {
     const hostsDir = join(work, 'hosts')
     await writeContainerdConfig({ registry: registry.host, dir: hostsDir, proxy: swarm!.url(0), server: registry.url })
     const result = await containerd!.ctr(['content', 'fetch', '--hosts-dir', hostsDir, '--user', 'alice:alice-pw', `${registry.host}/team-a/app:v1`])
-    assert.equal(result.code, 0, result.stderr)
+    assert.equal(result.code, 0, `${result.stderr}\n${await swarm!.problems()}`)
 
     const listing = await containerd!.ctr(['content', 'ls', '-q'])
     for (const blob of [...image.layers, image.config]) {
@@ -98,7 +98,7 @@ describe('proxies on the swarm with per-repository tokens', () => {
     const path = `/v2/team-a/app/blobs/${layer.digest}`
     const bobToken = await tokens.token('repository:team-a/app:pull', 'bob', 'bob-pw')
 
-    // Host 0 holds the blob; host 1 would get it from host 0 if the proxy did not ask the registry first.
+    // Host 0 has the blob stored, and host 1 would get it from host 0 if the proxy did not ask the registry first.
     for (const i of [0, 1]) {
       const logged = (await swarm!.requests(i, path)).length
       const denied = await get(`${swarm!.url(i)}${path}`, { authorization: `Bearer ${bobToken}` })
@@ -109,7 +109,7 @@ describe('proxies on the swarm with per-repository tokens', () => {
     assert.ok(!(await swarm!.records(1)).includes(recordNameOf(layer.digest)), 'host 1 fetched the denied blob')
     assert.equal(await registry.blobGets(layer.digest), 1)
 
-    // Bob's own repository does not link the blob, so the registry answers 404 there.
+    // Bob's own repository does not link the blob, so the registry returns 404 there.
     const teamB = await tokens.token('repository:team-b/app:pull', 'bob', 'bob-pw')
     const unlinked = await get(`${swarm!.url(1)}/v2/team-b/app/blobs/${layer.digest}`, { authorization: `Bearer ${teamB}` })
     assert.equal(unlinked.status, 404)

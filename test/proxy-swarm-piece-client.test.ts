@@ -1,7 +1,7 @@
 /**
  * A `dfnode proxy` host crashes (exit code 1, "Error: piece client closed")
  * when a download finishes while one of its piece requests still waits for
- * the stream to drain: PieceClient.close() rejects the request's promise
+ * the stream to drain. PieceClient.close() rejects the request's promise
  * before request() has started awaiting it, so Node reports an unhandled
  * rejection and ends the process. Under load this happens in concurrent
  * pulls on the swarm, because a host's uploads to a peer congest the
@@ -25,7 +25,7 @@ const MAX_REQUESTS = 100_000
 describe('piece client on a congested stream', () => {
   let server: DfnodeLibp2p
   let client: DfnodeLibp2p
-  const held: Stream[] = []
+  const pausedStreams: Stream[] = []
 
   before(async () => {
     server = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
@@ -33,12 +33,12 @@ describe('piece client on a congested stream', () => {
     // The remote accepts piece streams and pauses them, so it sends no window updates.
     await server.handle(PIECE_PROTOCOL, stream => {
       stream.pause()
-      held.push(stream)
+      pausedStreams.push(stream)
     })
   })
 
   after(async () => {
-    for (const stream of held) stream.abort(new Error('test ended'))
+    for (const stream of pausedStreams) stream.abort(new Error('test ended'))
     await client?.stop()
     await server?.stop()
   })

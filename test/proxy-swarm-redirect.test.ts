@@ -66,7 +66,7 @@ describe('proxies on the swarm with a redirecting registry', () => {
     const frontHost = new URL(front.url).host
     await writeContainerdConfig({ registry: frontHost, dir: hostsDir, proxy: swarm!.url(i), server: front.url })
     const result = await containerds[i]!.ctr(['content', 'fetch', '--hosts-dir', hostsDir, `${frontHost}/${repo}:v1`])
-    assert.equal(result.code, 0, `host ${i}: ${result.stderr}`)
+    assert.equal(result.code, 0, `host ${i}: ${result.stderr}\n${await swarm!.problems()}`)
   }
 
   it('reads each blob from the storage once for three hosts', async () => {

@@ -114,7 +114,7 @@ describe('proxies on the swarm', () => {
       await writeContainerdConfig({ registry: registry.host, dir: hostsDir, proxy: swarm!.url(i), server: registry.url })
       return await containerd.ctr(['content', 'fetch', '--hosts-dir', hostsDir, reference])
     }))
-    for (const result of results) assert.equal(result.code, 0, result.stderr)
+    for (const result of results) assert.equal(result.code, 0, `${result.stderr}\n${await swarm!.problems()}`)
 
     for (const [i, containerd] of containerds.entries()) {
       const listing = await containerd.ctr(['content', 'ls', '-q'])
@@ -161,7 +161,7 @@ describe('proxies on the swarm', () => {
 
   it('answers HEAD of a blob with its size and no body', async () => {
     const body = join(work, 'head.body')
-    // Host 1 holds the blob since the Range test; host 2 does not.
+    // Host 1 has stored the blob since the Range test, and host 2 has not.
     for (const i of [1, 2]) {
       const head = await curl(`${swarm!.url(i)}/v2/library/big/blobs/${ranged.digest}`, ['-I'], body)
       assert.equal(head.status, 200, `host ${i}`)
@@ -184,8 +184,8 @@ describe('proxies on the swarm', () => {
       const lines = await swarm!.waitRequests(i, `/v2/library/big/blobs/${empty.digest}`, 1)
       assert.ok(['p2p', 'local'].includes(String(lines.at(-1)?.route)), `host ${i}`)
     }
-    const ranged = await curl(`${swarm!.url(0)}/v2/library/big/blobs/${empty.digest}`, ['-H', 'Range: bytes=0-'], body)
-    assert.equal(ranged.status, 416)
+    const emptyRange = await curl(`${swarm!.url(0)}/v2/library/big/blobs/${empty.digest}`, ['-H', 'Range: bytes=0-'], body)
+    assert.equal(emptyRange.status, 416)
     assert.equal(await registry.blobGets(empty.digest), 1)
   })
 

@@ -1,17 +1,17 @@
 /**
  * A real HTTP origin for tests: serves files from memory or disk, supports
- * Range, counts the bytes it sends, and can be told to misbehave.
+ * Range, counts the bytes it sends, and misbehaves on request.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 export interface OriginFile {
   body: Buffer
-  /** Answer with this status instead of the file. */
+  /** Status sent instead of the file. */
   status?: number
   /** Ignore Range headers and always send the whole file. */
   ignoreRange?: boolean
-  /** Never answer (a hung origin). */
+  /** Send no response at all (a hung origin). */
   hang?: boolean
   /** Send at most this many bytes per second. */
   bytesPerSecond?: number
