@@ -51,6 +51,12 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
     connectionManager: {
       maxConnections: 512
     },
+    // Pings share the TCP connection with bulk piece data, so on a saturated link they can wait
+    // seconds behind it. Aborting the connection then would kill healthy transfers; piece streams
+    // have their own stall timer and seed streams a keepalive instead.
+    connectionMonitor: {
+      abortConnectionOnPingFailure: false
+    },
     services: {
       identify: identify(),
       ping: ping(),

@@ -209,6 +209,12 @@ class Download {
   }
 
   async openHandle (): Promise<BlobHandle> {
+    // An empty blob has no last byte to hold back, so its handle waits for the verification itself.
+    while (this.size === 0 && !this.verified) {
+      if (this.error != null) throw this.error
+      await this.changed()
+    }
+
     // The temporary file is renamed once verified and removed once failed.
     let file: FileHandle
     try {

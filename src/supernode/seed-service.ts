@@ -13,7 +13,7 @@ import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from '../swarm/discovery.ts'
 import { FramedStream } from '../swarm/frames.ts'
-import { SEED_PROTOCOL, decodeSeedRequest } from '../swarm/wire.ts'
+import { SEED_KEEPALIVE_MS, SEED_PROTOCOL, decodeSeedRequest } from '../swarm/wire.ts'
 import { SeedTask, stripQuery } from './seed-task.ts'
 
 export interface SeedServiceComponents {
@@ -117,11 +117,20 @@ export class SeedService {
     let sentMeta = false
     let sent = 0
     while (true) {
-      const changed = new Promise<void>(resolve => {
-        const unsubscribe = task.subscribe(() => { unsubscribe(); resolve() })
-        if (task.state !== 'running' || task.cids.length > sent || (!sentMeta && task.size != null)) { unsubscribe(); resolve() }
+      // Wait for progress, or send a keepalive so the peer can tell a slow origin from a dead supernode.
+      const changed = await new Promise<boolean>(resolve => {
+        const timer = setTimeout(() => { unsubscribe(); resolve(false) }, SEED_KEEPALIVE_MS)
+        const unsubscribe = task.subscribe(() => { clearTimeout(timer); unsubscribe(); resolve(true) })
+        if (task.state !== 'running' || task.cids.length > sent || (!sentMeta && task.size != null)) {
+          clearTimeout(timer)
+          unsubscribe()
+          resolve(true)
+        }
       })
-      await changed
+      if (!changed) {
+        await framed.write({ t: 'alive' })
+        continue
+      }
 
       if (task.state === 'failed') throw task.error ?? new ProtocolError('seeding failed')
       if (!sentMeta && task.size != null && task.pieceSize != null) {

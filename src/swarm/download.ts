@@ -81,6 +81,9 @@ const POLL_MS = 1500
 /** Wait before requesting a piece again from a holder that responded 'busy', in ms. */
 const BUSY_RETRY_MS = 400
 
+/** Reconnections to a supernode after its seed stream broke, before the next supernode. */
+const SEED_RETRIES = 2
+
 /** Time allowed to open a piece stream to a holder, in ms. */
 const DIAL_TIMEOUT_MS = 10_000
 
@@ -254,52 +257,63 @@ export class Download {
   }
 
   private async followSupernodes (): Promise<void> {
-    const { node, logger } = this.components
     const ranked = rankSupernodes(this.key, this.init.supernodes)
     for (const address of ranked) {
-      if (this.finished || this.failure != null) return
-      let session
-      try {
-        session = await openSeed(node, address, {
-          url: this.init.url,
-          headers: this.init.headers,
-          ...(this.init.digest != null ? { digest: this.init.digest } : {}),
-          filter: this.init.filter
-        }, this.controller.signal)
-      } catch (err) {
-        logger.warn({ supernode: address, err: (err as Error).message }, 'supernode unreachable, trying the next')
-        this.unreachable.push(address)
-        continue
-      }
-
-      const peerId = session.peer.toString()
-      this.trusted.add(peerId)
-      const source = this.sourceFor(session.peer, true)
-      try {
-        for await (const event of session.events) {
-          if (event.t === 'error') throw errorFromSeedEvent(event)
-          if (event.t === 'meta') {
-            if (!sameCid(event.key, this.key)) throw new ProtocolError(`supernode seeds ${event.key.toString()}, expected ${this.key.toString()}`)
-            this.setLayout({ size: event.size, pieceSize: event.pieceSize, count: pieceCount(event.size, event.pieceSize), ...(event.contentType != null ? { contentType: event.contentType } : {}) })
-          } else if (event.t === 'pieces') {
-            this.addTrustedCids(event.from, event.cids, source)
-          } else if (event.t === 'done') {
-            if (this.expectedContent != null && !sameCid(this.expectedContent, event.content)) {
-              throw new VerificationError(`supernode reports content ${event.content.toString()}, expected ${this.expectedContent.toString()}`)
-            }
-            this.expectedContent = event.content
-            this.schedule()
-          }
-        }
-        // The seed stream ended after 'done': the supernode stays a holder.
-        return
-      } catch (err) {
-        if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
+      // A lost seed stream is retried on the same supernode, which still runs the task, before the next one.
+      for (let attempt = 0; attempt <= SEED_RETRIES; attempt++) {
         if (this.finished || this.failure != null) return
-        logger.warn({ supernode: address, key: this.key.toString(), err: (err as Error).message }, 'lost the supernode; continuing with peers and the next supernode')
-        source.has.clear()
-        this.schedule()
+        if (attempt > 0) await sleep(1000 * attempt, this.controller.signal)
+        const outcome = await this.followSupernode(address, attempt)
+        if (outcome === 'done') return
+        if (outcome === 'unreachable') break
       }
+    }
+  }
+
+  /** Follows one seed stream; returns how it ended, or throws the supernode's error. */
+  private async followSupernode (address: string, attempt: number): Promise<'done' | 'lost' | 'unreachable'> {
+    const { node, logger } = this.components
+    let session
+    try {
+      session = await openSeed(node, address, {
+        url: this.init.url,
+        headers: this.init.headers,
+        ...(this.init.digest != null ? { digest: this.init.digest } : {}),
+        filter: this.init.filter
+      }, this.controller.signal)
+    } catch (err) {
+      logger.warn({ supernode: address, attempt, err: (err as Error).message }, 'supernode unreachable, trying the next')
+      if (attempt === 0) this.unreachable.push(address)
+      return 'unreachable'
+    }
+
+    this.trusted.add(session.peer.toString())
+    const source = this.sourceFor(session.peer, true)
+    try {
+      for await (const event of session.events) {
+        if (event.t === 'error') throw errorFromSeedEvent(event)
+        if (event.t === 'meta') {
+          if (!sameCid(event.key, this.key)) throw new ProtocolError(`supernode seeds ${event.key.toString()}, expected ${this.key.toString()}`)
+          this.setLayout({ size: event.size, pieceSize: event.pieceSize, count: pieceCount(event.size, event.pieceSize), ...(event.contentType != null ? { contentType: event.contentType } : {}) })
+        } else if (event.t === 'pieces') {
+          this.addTrustedCids(event.from, event.cids, source)
+        } else if (event.t === 'done') {
+          if (this.expectedContent != null && !sameCid(this.expectedContent, event.content)) {
+            throw new VerificationError(`supernode reports content ${event.content.toString()}, expected ${this.expectedContent.toString()}`)
+          }
+          this.expectedContent = event.content
+          this.schedule()
+        }
+      }
+      // The seed stream ended after 'done': the supernode stays a holder.
+      return 'done'
+    } catch (err) {
+      if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
+      if (this.finished || this.failure != null) return 'done'
+      logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, 'lost the supernode; continuing with peers, retrying it, then the next supernode')
+      source.has.clear()
+      this.schedule()
+      return 'lost'
     }
   }
 

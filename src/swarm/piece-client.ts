@@ -82,6 +82,8 @@ export class PieceClient {
   private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | HaveResponse | 'missing' | 'busy'> {
     if (this.failure != null) throw this.failure
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | HaveResponse | 'missing' | 'busy'>()
+    // close() or abort() may reject it while the write below is pending; the await at the end still sees it.
+    promise.catch(() => {})
     const entry: Pending = { kind, index, resolve, reject }
     if (onBytes != null) entry.onBytes = onBytes
     if (this.pending.length === 0) this.lastProgress = Date.now()

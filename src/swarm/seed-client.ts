@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { ProtocolError, errorFromCode, type DfnodeError } from '../errors.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
 import { FramedStream } from './frames.ts'
-import { SEED_PROTOCOL, decodeSeedEvent, type SeedEvent, type SeedRequest } from './wire.ts'
+import { SEED_IDLE_MS, SEED_PROTOCOL, decodeSeedEvent, type SeedEvent, type SeedRequest } from './wire.ts'
 
 export interface SeedSession {
   /** Peer id of the supernode, as authenticated by the encrypted connection. */
@@ -26,7 +26,7 @@ export async function openSeed (node: DfnodeLibp2p, address: string, request: Om
 
   async function * events (): AsyncGenerator<SeedEvent> {
     while (true) {
-      const frame = await framed.read({ signal })
+      const frame = await framed.read({ signal: AbortSignal.any([signal, AbortSignal.timeout(SEED_IDLE_MS)]) })
       if (frame == null) throw new ProtocolError('supernode closed the seed stream early')
       const event = decodeSeedEvent(frame)
       yield event

@@ -14,6 +14,12 @@ export const SEED_PROTOCOL = '/dfnode/seed/1.0.0'
 /** Protocol that exchanges bitfields and piece bytes between peers. */
 export const PIECE_PROTOCOL = '/dfnode/piece/1.0.0'
 
+/** Interval of keepalive events on a seed stream while the supernode has nothing new, in ms. */
+export const SEED_KEEPALIVE_MS = 15_000
+
+/** A seed stream silent for this long is taken as lost, in ms. */
+export const SEED_IDLE_MS = 4 * SEED_KEEPALIVE_MS
+
 /** Largest control frame: a bitfield or a batch of CIDs fits well below it. */
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024
 
@@ -40,6 +46,7 @@ export type SeedEvent =
   | { t: 'pieces', from: number, cids: CID[] }
   | { t: 'done', content: CID }
   | { t: 'error', code: string, message: string, status?: number }
+  | { t: 'alive' }
 
 export type PieceRequest =
   | { t: 'have', key: CID }
@@ -140,6 +147,8 @@ export function decodeSeedEvent (bytes: Uint8Array): SeedEvent {
     }
     case 'done':
       return { t: 'done', content: asCid(map.content, 'content CID') }
+    case 'alive':
+      return { t: 'alive' }
     case 'error': {
       const event: SeedEvent = { t: 'error', code: String(map.code ?? 'ERR_UNKNOWN').slice(0, 64), message: String(map.message ?? '').slice(0, 4096) }
       if (typeof map.status === 'number' && Number.isInteger(map.status)) event.status = map.status
