@@ -130,7 +130,7 @@ describe('faults', () => {
 
     // Peer B has only A's address: A is no supernode, so B finds it as a DHT provider, takes its
     // manifest, rejects every piece A sends, drops A and falls back to the origin.
-    const fetcher = run(fetchArgs('corrupt-fetcher', '/corrupt.bin', `/ip4/127.0.0.1/tcp/${port}`, ['--digest', digest]))
+    const fetcher = run(fetchArgs('corrupt-fetcher', '/corrupt.bin', `/ip4/127.0.0.1/tcp/${port}`, ['--digest', digest, '--verbose']))
     const summary = await fetcher.json<FetchSummary>()
     assert.match(fetcher.stderr, /dropped a peer that sent bytes failing verification/)
     assert.equal(summary.digest, digest)

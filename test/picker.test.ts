@@ -86,3 +86,29 @@ describe('piece picker', () => {
     assert.equal(pickPiece(a, state([a], 2, { local: [0, 1] })), undefined)
   })
 })
+
+describe('super-seeding', () => {
+  it('hands a fresh piece to one peer', async () => {
+    const { SuperSeeding } = await import('../src/supernode/super-seeding.ts')
+    const { cidOfBytes } = await import('../src/content/ids.ts')
+    const key = await cidOfBytes(new Uint8Array([1]))
+    const connected = new Set(['a', 'b'])
+    const seeding = new SuperSeeding({ graceMs: 60_000, isConnected: peer => connected.has(peer) })
+    assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    assert.equal(seeding.decide(key, 0, 'b'), 'busy')
+    assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    assert.equal(seeding.decide(key, 1, 'b'), 'serve')
+    connected.delete('a')
+    assert.equal(seeding.decide(key, 0, 'b'), 'serve')
+  })
+
+  it('serves copies after the grace period', async () => {
+    const { SuperSeeding } = await import('../src/supernode/super-seeding.ts')
+    const { cidOfBytes } = await import('../src/content/ids.ts')
+    const key = await cidOfBytes(new Uint8Array([2]))
+    const seeding = new SuperSeeding({ graceMs: 0 })
+    assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    await new Promise(resolve => setTimeout(resolve, 5))
+    assert.equal(seeding.decide(key, 0, 'b'), 'serve')
+  })
+})

@@ -1,13 +1,11 @@
 /**
- * A `dfnode proxy` host crashes (exit code 1, "Error: piece client closed")
- * when a download finishes while one of its piece requests still waits for
- * the stream to drain. PieceClient.close() rejects the request's promise
- * before request() has started awaiting it, so Node reports an unhandled
- * rejection and ends the process. Under load this happens in concurrent
- * pulls on the swarm, because a host's uploads to a peer congest the
- * connection its requests travel on. Here two real libp2p nodes on loopback
- * show it every time: the remote pauses the stream, so its send window fills
- * and later requests wait for 'drain'.
+ * PieceClient.close() while piece requests wait for the stream to drain. A
+ * download closes its clients when it finishes, and on a congested connection
+ * a request's write may still be pending then. Its rejection must reach
+ * request()'s caller: before that was so, the unhandled rejection ended the
+ * `dfnode proxy` process (exit code 1, "Error: piece client closed") during
+ * concurrent pulls under load. Two real libp2p nodes on loopback make every
+ * write wait: the remote pauses the stream, so the send window fills.
  */
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
@@ -43,7 +41,7 @@ describe('piece client on a congested stream', () => {
     await server?.stop()
   })
 
-  it('closes without unhandled rejections while writes wait', { todo: 'PieceClient.request() attaches no handler to its promise until framed.write() resolves, so close() during a blocked write crashes the process' }, async () => {
+  it('closes without unhandled rejections while writes wait', async () => {
     const unhandled: unknown[] = []
     const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
     process.on('unhandledRejection', onUnhandled)

@@ -1,9 +1,9 @@
 /**
- * Single-link transfer benchmark on loopback: curl from an HTTP origin
- * (baseline), then a dfnode peer through a supernode that seeds from the
- * origin (cold), then a fresh peer from a supernode that already holds the
- * file (warm: supernode to peer only). Each client process runs under GNU
- * time; the supernode and the origin are measured per case from /proc.
+ * Single-link transfer benchmark on loopback. It runs curl from an HTTP
+ * origin (baseline), then a dfnode peer through a supernode that seeds from
+ * the origin (cold), then a fresh peer from a supernode that already has the
+ * whole file (warm: supernode to peer only). Each client process runs under
+ * GNU time, and the supernode and the origin are measured per case from /proc.
  *
  *   node e2e/bench/single-link.ts [--size 1GiB] [--runs 1] [--profile DIR]
  *
@@ -11,10 +11,12 @@
  */
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { DfnodeProcess, DFNODE, NODE } from '../../test/helpers/dfnode-process.ts'
 import { freePort } from '../lib/free-port.ts'
 import { TestbedError } from './swarm/errors.ts'
 import type { OriginStats } from './swarm/origin-server.ts'
+import { readCpuTimes } from './swarm/machine-cpu.ts'
 import { sha256File, writeRandomFile } from './swarm/random-file.ts'
 import { readMachineFacts, renderMachineFacts, renderResultTable, renderThreadTable, type CaseResult, type ClientUsage } from './single-link/report.ts'
 import { OriginProcess } from './single-link/origin-process.ts'
@@ -23,6 +25,14 @@ import { PhaseMeter, type PhaseUsage } from './single-link/proc-usage.ts'
 import { readProfile, renderSummary, summarizeProfile } from './single-link/profile-summary.ts'
 import { ThreadSampler, childPidOf, type ThreadGroup } from './single-link/thread-usage.ts'
 import { runTimed } from './single-link/timed-process.ts'
+
+/**
+ * Pause between the cold and the warm transfer. The supernode's super-seeding replies 'busy' to a
+ * second peer for a piece first sent less than 2 s ago (SuperSeeding's default grace period), even
+ * when the first peer has left. A warm transfer started at once would wait out that grace period
+ * instead of measuring the link.
+ */
+const WARM_DELAY_MS = 2_500
 
 /** JSON line printed by `dfnode fetch --json`. */
 interface FetchJson {
@@ -59,10 +69,13 @@ async function main (): Promise<void> {
   // 1. A work directory with the random file, and the origin serving it.
   const workDir = await mkdtemp(join(options.dir, 'dfnode-single-link-'))
   const machine = await readMachineFacts(workDir)
-  const bench = await prepare(options, workDir)
   const results: CaseResult[] = []
+  let bench: Bench | undefined
   let profileReport = ''
+  let failed = true
   try {
+    bench = await prepare(options, workDir)
+
     // 2. Each run: curl, then a new supernode with a cold and a warm peer.
     for (let run = 1; run <= options.runs; run++) {
       results.push(await runCurl(bench, run))
@@ -71,9 +84,15 @@ async function main (): Promise<void> {
 
     // 3. One more cold and warm transfer with CPU profiles, apart from the measured ones.
     if (options.profileDir != null) profileReport = await runProfiled(bench, options.profileDir)
+    failed = false
   } finally {
-    await bench.origin.stop()
-    if (!options.keep) await rm(workDir, { recursive: true, force: true })
+    await bench?.origin.stop()
+    if (failed && !options.keep) {
+      await removeAllButLogs(workDir)
+      process.stderr.write(`logs of the failed run kept in ${workDir}\n`)
+    } else if (!options.keep) {
+      await rm(workDir, { recursive: true, force: true })
+    }
   }
 
   // 4. The report.
@@ -107,12 +126,14 @@ async function runCurl (bench: Bench, run: number): Promise<CaseResult> {
   const originMeter = new PhaseMeter(bench.origin.pid)
   const originBefore = await originStats(bench)
   await originMeter.start()
+  const machine = new MachineMeter()
   const timed = await runTimed({
     command: 'curl',
     args: ['-sS', '--fail', '--max-time', String(Math.ceil(bench.timeoutMs / 1000)), '-o', output, bench.originUrl],
     usageFile: join(bench.workDir, 'curl.time'),
     timeoutMs: bench.timeoutMs
   })
+  const machineBusy = machine.stop()
   const origin = await originMeter.stop()
   const originBytes = (await originStats(bench)).bodyBytes - originBefore.bodyBytes
   await checkOutput(bench, output, 'curl')
@@ -123,7 +144,18 @@ async function runCurl (bench: Bench, run: number): Promise<CaseResult> {
     wallMs: timed.exitedAtMs - timed.startedAtMs,
     client: { cpuSeconds: timed.usage.cpuSeconds, maxRssKiB: timed.usage.maxRssKiB },
     origin,
-    originBytes
+    originBytes,
+    otherCpuSeconds: machineBusy - timed.usage.cpuSeconds - origin.cpuSeconds
+  }
+}
+
+/** Busy CPU seconds of the whole machine, all cores, between construction and stop(). */
+class MachineMeter {
+  private readonly busyAtStart = readCpuTimes().busy
+
+  stop (): number {
+    // /proc/stat counts in USER_HZ ticks, 100 per second on Linux.
+    return (readCpuTimes().busy - this.busyAtStart) / 100
   }
 }
 
@@ -132,14 +164,14 @@ async function runDfnode (bench: Bench, run: number): Promise<CaseResult[]> {
   const supernode = await startSupernode(supernodeDir, {})
   try {
     const cold = await runPeer(bench, supernode, `cold-${run}`, {})
+    await sleep(WARM_DELAY_MS)
     const warm = await runPeer(bench, supernode, `warm-${run}`, {})
     return [
       { name: 'dfnode cold (origin → supernode → peer)', run, ...cold.result },
       { name: 'dfnode warm (supernode → peer)', run, ...warm.result }
     ]
   } finally {
-    await supernode.process.stop()
-    await rm(supernodeDir, { recursive: true, force: true })
+    await stopSupernode(supernode, supernodeDir)
   }
 }
 
@@ -151,10 +183,31 @@ interface Supernode {
 
 async function startSupernode (dataDir: string, env: NodeJS.ProcessEnv): Promise<Supernode> {
   const process = new DfnodeProcess(['supernode', '--listen', '/ip4/127.0.0.1/tcp/0', '--allow-origin', '127.0.0.1', '--data-dir', dataDir], env)
-  const address = await process.line(line => line.startsWith('/ip4/127.0.0.1/'), 30_000)
+  let address: string
+  try {
+    address = await process.line(line => line.startsWith('/ip4/127.0.0.1/'), 30_000)
+  } catch (err) {
+    await process.stop()
+    throw err
+  }
   const pid = process.child.pid
   if (pid == null) throw new TestbedError('the supernode process has no pid')
   return { process, address, pid }
+}
+
+/** Stops a supernode, keeps its log beside its data dir and removes the data dir. */
+async function stopSupernode (supernode: Supernode, dataDir: string): Promise<void> {
+  await supernode.process.stop()
+  await writeFile(`${dataDir}.log`, supernode.process.stderr)
+  await rm(dataDir, { recursive: true, force: true })
+}
+
+/** Removes everything in the work directory except logs and GNU time reports. */
+async function removeAllButLogs (workDir: string): Promise<void> {
+  for (const name of await readdir(workDir)) {
+    if (name.endsWith('.log') || name.endsWith('.time')) continue
+    await rm(join(workDir, name), { recursive: true, force: true })
+  }
 }
 
 interface PeerRun {
@@ -178,10 +231,12 @@ async function runPeer (bench: Bench, supernode: Supernode, label: string, env: 
   await supernodeMeter.start()
   await originMeter.start()
   await supernodeThreads.start()
+  const machine = new MachineMeter()
   const timed = await runTimed({
     command: NODE,
     args: [DFNODE, 'fetch', bench.originUrl, '-o', output, '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', dataDir, '--json', '--timeout', `${Math.ceil(bench.timeoutMs / 1000)}s`],
     usageFile: join(bench.workDir, `peer-${label}.time`),
+    stderrFile: join(bench.workDir, `peer-${label}.log`),
     env,
     timeoutMs: bench.timeoutMs,
     onSpawn: pid => {
@@ -194,6 +249,7 @@ async function runPeer (bench: Bench, supernode: Supernode, label: string, env: 
     }
   })
   await peerThreadsStarted
+  const machineBusy = machine.stop()
   const supernodeUsage: PhaseUsage = await supernodeMeter.stop()
   const origin = await originMeter.stop()
   const supernodeByThread = await supernodeThreads.stop()
@@ -223,6 +279,7 @@ async function runPeer (bench: Bench, supernode: Supernode, label: string, env: 
       supernode: { ...supernodeUsage, byThread: Object.fromEntries(supernodeByThread) },
       origin,
       originBytes,
+      otherCpuSeconds: machineBusy - timed.usage.cpuSeconds - supernodeUsage.cpuSeconds - origin.cpuSeconds,
       sources: { fromSupernode: json.fromSupernode, fromPeers: json.fromPeers, fromOrigin: json.fromOrigin, fromLocal: json.fromLocal }
     },
     fromMicros,
@@ -245,11 +302,11 @@ async function runProfiled (bench: Bench, profileDir: string): Promise<string> {
   try {
     process.stderr.write('profiled run: cold transfer (not profiled on the peer)\n')
     await runPeer(bench, supernode, 'profiled-cold', {})
+    await sleep(WARM_DELAY_MS)
     process.stderr.write('profiled run: warm transfer\n')
     warm = await runPeer(bench, supernode, 'profiled-warm', { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${peerProfiles}` })
   } finally {
-    await supernode.process.stop()
-    await rm(supernodeDir, { recursive: true, force: true })
+    await stopSupernode(supernode, supernodeDir)
   }
 
   const supernodeFile = await onlyProfileIn(supernodeProfiles)
@@ -281,9 +338,9 @@ async function originStats (bench: Bench): Promise<OriginStats> {
   return await response.json() as OriginStats
 }
 
-async function checkOutput (bench: Bench, output: string, what: string): Promise<void> {
+async function checkOutput (bench: Bench, output: string, label: string): Promise<void> {
   const digest = await sha256File(output)
-  if (digest !== bench.digest) throw new TestbedError(`${what} wrote ${output} with sha256 ${digest}, expected ${bench.digest}`)
+  if (digest !== bench.digest) throw new TestbedError(`${label} wrote ${output} with sha256 ${digest}, expected ${bench.digest}`)
 }
 
 main().catch((err: unknown) => {

@@ -63,9 +63,15 @@ export class TestContainerd {
     return await new Promise(resolve => {
       execFile('ctr', ['--address', this.address, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
         const code = err == null ? 0 : typeof (err as NodeJS.ErrnoException).code === 'number' ? (err as unknown as { code: number }).code : 1
-        resolve({ code, stdout, stderr })
+        const killed = err != null && (err as { killed?: boolean }).killed === true ? `\nctr ${args[0] ?? ''} was killed after ${timeoutMs} ms` : ''
+        resolve({ code, stdout, stderr: stderr + killed })
       })
     })
+  }
+
+  /** Process id of containerd. */
+  get pid (): number | undefined {
+    return this.child.pid
   }
 
   /** Stops containerd and removes its directory. */

@@ -3,7 +3,8 @@
  * Blob GETs and HEADs get 307 to a storage URL whose signed query (Expires,
  * Signature, a nonce) differs on every request. A storage server serves the
  * registry's blob files at those URLs after checking the signature.
- * Everything else is relayed to the registry.
+ * Everything else is relayed to the registry. Tests can make the storage
+ * lose an object the registry still lists, or send one slowly.
  */
 import { createHmac, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -11,7 +12,9 @@ import { stat } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import type { TestRegistry } from './registry.ts'
 
@@ -30,6 +33,10 @@ export class RedirectFront {
   storageUrl = ''
   /** Requests the storage server received, with the status it sent. */
   readonly storageRequests: StorageRequest[] = []
+  /** Digests whose storage object gets 404 NoSuchKey while the registry still lists the blob. */
+  readonly lost = new Set<string>()
+  /** Digests whose storage object is sent at this many bytes per second. */
+  readonly throttled = new Map<string, number>()
   private readonly registry: TestRegistry
   private readonly key = randomBytes(32)
   private readonly front: Server
@@ -54,10 +61,15 @@ export class RedirectFront {
     }
   }
 
+  /** Counts the storage GETs of `digest` that got 200 or 206. */
+  storageGets (digest: string): number {
+    const path = storagePathOf(digest)
+    return this.storageRequests.filter(entry => entry.method === 'GET' && entry.path === path && (entry.status === 200 || entry.status === 206)).length
+  }
+
   /** Returns a freshly signed storage URL for `digest`. */
   signedUrl (digest: string, expiresInSeconds = 300): string {
-    const hex = digest.slice('sha256:'.length)
-    const path = `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`
+    const path = storagePathOf(digest)
     const expires = String(Math.floor(Date.now() / 1000) + expiresInSeconds)
     const nonce = randomBytes(8).toString('hex')
     return `${this.storageUrl}${path}?Expires=${expires}&nonce=${nonce}&Signature=${this.sign(path, expires, nonce)}`
@@ -122,11 +134,16 @@ export class RedirectFront {
     }
 
     // 2. Serve the file with an optional single range.
+    const digest = digestOfStoragePath(url.pathname)
     const file = join(this.registry.storage, url.pathname)
     let size: number
     try {
       size = (await stat(file)).size
     } catch {
+      send(404, '<Error><Code>NoSuchKey</Code></Error>')
+      return
+    }
+    if (digest != null && this.lost.has(digest)) {
       send(404, '<Error><Code>NoSuchKey</Code></Error>')
       return
     }
@@ -152,6 +169,31 @@ export class RedirectFront {
       res.end()
       return
     }
+    const rate = digest != null ? this.throttled.get(digest) : undefined
+    if (rate != null) {
+      await pipeline(createReadStream(file, { start, end, highWaterMark: 64 * 1024 }), throttle(rate), res)
+      return
+    }
     await pipeline(createReadStream(file, { start, end }), res)
   }
+}
+
+/** Returns the storage path of a blob, as the registry's filesystem driver lays it out. */
+export function storagePathOf (digest: string): string {
+  const hex = digest.slice('sha256:'.length)
+  return `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`
+}
+
+function digestOfStoragePath (path: string): string | undefined {
+  const match = /^\/docker\/registry\/v2\/blobs\/sha256\/[0-9a-f]{2}\/([0-9a-f]{64})\/data$/.exec(path)
+  return match?.[1] != null ? `sha256:${match[1]}` : undefined
+}
+
+/** Passes chunks on, waiting after each as long as `bytesPerSecond` allows. */
+function throttle (bytesPerSecond: number): Transform {
+  return new Transform({
+    transform (chunk: Buffer, _encoding, callback) {
+      sleep(Math.ceil(chunk.length / bytesPerSecond * 1000)).then(() => { callback(null, chunk) }, callback)
+    }
+  })
 }

@@ -134,6 +134,11 @@ export class TestRegistry {
     return registry
   }
 
+  /** Process id of the registry (of `ip netns exec` when it runs in a namespace). */
+  get pid (): number | undefined {
+    return this.child.pid
+  }
+
   /** Stops the registry and removes its directory. */
   async stop (): Promise<void> {
     if (this.child.exitCode == null && this.child.signalCode == null) {

@@ -6,6 +6,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { digestToCid } from '../../src/content/ids.ts'
 import { startSupernodeProcess, type DfnodeProcess } from '../../test/helpers/dfnode-process.ts'
 import { ProxyProcess } from './proxy-process.ts'
@@ -19,6 +20,8 @@ export interface TestSwarmOptions {
   allowOrigins: string[]
   /** Arguments given to every `dfnode proxy`, such as `--registry URL`. */
   proxyArgs: string[]
+  /** Further arguments of the supernode, such as `--piece-size 1MiB`. */
+  supernodeArgs?: string[]
 }
 
 /** One parsed line of a dfnode log. */
@@ -56,7 +59,7 @@ export class TestSwarm {
   static async start (options: TestSwarmOptions): Promise<TestSwarm> {
     const [first, ...others] = options.allowOrigins
     if (first == null) throw new Error('TestSwarm needs at least one allowed origin for the supernode')
-    const extra = others.flatMap(origin => ['--allow-origin', origin])
+    const extra = [...others.flatMap(origin => ['--allow-origin', origin]), ...(options.supernodeArgs ?? [])]
     const started = await startSupernodeProcess(join(options.dir, 'supernode'), first, extra)
     const swarm = new TestSwarm(options, started.process, started.address)
     try {
@@ -73,10 +76,14 @@ export class TestSwarm {
     return join(this.options.dir, `host-${i}`)
   }
 
-  /** URL of the proxy of host `i`. */
+  /** URL of the proxy of host `i`; throws with the end of its stderr when the proxy has exited. */
   url (i: number): string {
     const proxy = this.proxies[i]
     if (proxy == null) throw new Error(`no host ${i}: the swarm has ${this.proxies.length}`)
+    const { exitCode, signalCode } = proxy.child
+    if (exitCode != null || signalCode != null) {
+      throw new Error(`the proxy of host ${i} exited with ${String(exitCode ?? signalCode)}; stderr tail:\n${proxy.stderr.slice(-4000)}`)
+    }
     return proxy.url
   }
 
@@ -107,7 +114,24 @@ export class TestSwarm {
     return (await this.hostLog(i)).filter(line => line.msg === 'request' && line.url === path)
   }
 
-  /** "download complete" lines of host `i` for the content with this digest. */
+  /**
+   * Waits until host `i` has logged at least `count` requests of `path` and returns them. A line is
+   * written when the response closes, which can be after the client has read the whole body.
+   */
+  async waitRequests (i: number, path: string, count: number, timeoutMs = 5000): Promise<DfnodeLogLine[]> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const lines = await this.requests(i, path)
+      if (lines.length >= count) return lines
+      if (Date.now() > deadline) throw new Error(`host ${i} logged ${lines.length} requests of ${path} within ${timeoutMs} ms, expected ${count}`)
+      await sleep(50)
+    }
+  }
+
+  /**
+   * "download complete" lines of host `i` for the content with this digest. Each request of a
+   * content already in the host's store adds a line too, with every byte counted in fromLocal.
+   */
   async downloads (i: number, digest: string): Promise<DownloadLine[]> {
     const key = digestToCid(digest).toString()
     return (await this.hostLog(i)).filter((line): line is DownloadLine => line.msg === 'download complete' && line.key === key)
@@ -120,6 +144,25 @@ export class TestSwarm {
       if (err.code === 'ENOENT') return []
       throw err
     })
+  }
+
+  /**
+   * Returns the last warnings and errors of every process's log and the state of each proxy,
+   * as text to attach to a failed assertion.
+   */
+  async problems (lines = 20): Promise<string> {
+    const sections: string[] = []
+    const logs: Array<[string, string]> = [['supernode', this.supernodeDir], ...this.proxies.map((_, i): [string, string] => [`host ${i}`, this.hostDir(i)])]
+    for (const [name, dir] of logs) {
+      const warnings = (await readLog(dir).catch(() => [])).filter(line => typeof line.level === 'number' && line.level >= 40)
+      sections.push(`${name}: ${warnings.length} warnings or errors${warnings.length > lines ? `, the last ${lines}` : ''}`)
+      for (const line of warnings.slice(-lines)) sections.push(`  ${JSON.stringify(line).slice(0, 600)}`)
+    }
+    for (const [i, proxy] of this.proxies.entries()) {
+      const { exitCode, signalCode } = proxy.child
+      if (exitCode != null || signalCode != null) sections.push(`host ${i} exited with ${String(exitCode ?? signalCode)}; stderr tail:\n${proxy.stderr.slice(-2000)}`)
+    }
+    return sections.join('\n')
   }
 
   /** Stops every proxy, then the supernode. */

@@ -63,6 +63,8 @@ export class PieceStore {
    * new inode or time and is verified again.
    */
   private readonly verified = new Map<string, string>()
+  /** Shard directories known to exist. */
+  private readonly shards = new Set<string>()
   /** Set while only pinned pieces remain above the quota, so the warning is logged once. */
   private overQuotaWarned = false
 
@@ -143,7 +145,7 @@ export class PieceStore {
         options.signal?.throwIfAborted()
 
         const path = this.pathOf(key)
-        await mkdir(dirname(path), { recursive: true })
+        await this.ensureShard(dirname(path))
         await writeFileAtomic(path, bytes, { durable: false })
         this.index.add(key, bytes.byteLength)
         await this.rememberVerified(key, path)
@@ -179,7 +181,7 @@ export class PieceStore {
       }
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
-      const known = this.verified.get(key) === `${file.identity.ino}:${file.mtimeBefore}`
+      const known = this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore)
       const actual = file.bytes === undefined ? undefined : known ? cid : await cidOfBytes(file.bytes)
       if (file.bytes === undefined || actual === undefined || !actual.equals(cid)) {
         this.log.warn({ cid: key, path, size: file.size, actual: actual?.toString() }, 'piece file failed verification; deleting it')
@@ -188,7 +190,7 @@ export class PieceStore {
       }
 
       // 3. Mark it used, and index a file that another process sharing the directory wrote.
-      this.verified.set(key, `${file.identity.ino}:${file.mtimeAfter}`)
+      this.verified.set(key, fileStamp(file.identity.ino, file.mtimeAfter))
       if (this.index.has(key)) {
         this.index.touch(key)
       } else {
@@ -200,10 +202,17 @@ export class PieceStore {
     }
   }
 
+  /** Creates a shard directory once per process; a put per piece would otherwise pay a mkdir each. */
+  private async ensureShard (dir: string): Promise<void> {
+    if (this.shards.has(dir)) return
+    await mkdir(dir, { recursive: true })
+    this.shards.add(dir)
+  }
+
   private async rememberVerified (key: string, path: string): Promise<void> {
     try {
       const stats = await stat(path)
-      this.verified.set(key, `${stats.ino}:${stats.mtimeMs}`)
+      this.verified.set(key, fileStamp(stats.ino, stats.mtimeMs))
     } catch {
       this.verified.delete(key)
     }
@@ -389,6 +398,11 @@ async function readPieceFile (path: string): Promise<PieceFile> {
   } finally {
     await handle.close()
   }
+}
+
+/** Identifies a file version by inode and modification time in whole milliseconds, the precision utimes keeps. */
+function fileStamp (ino: number, mtimeMs: number): string {
+  return `${ino}:${Math.floor(mtimeMs)}`
 }
 
 /** Returns the CID string that names a piece, throwing UsageError for a CID that cannot name one. */

@@ -7,6 +7,7 @@ import { loadIdentity } from '../p2p/identity.ts'
 import { Engine } from '../swarm/engine.ts'
 import { SeedService } from './seed-service.ts'
 import { SuperSeeding } from './super-seeding.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
 
 export interface SupernodeHandle {
   /** Peer id of the supernode. */
@@ -46,7 +47,9 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
   await seeds.start()
 
   // Each fresh piece goes to few peers first; the others fetch it from them.
-  const superSeeding = new SuperSeeding()
+  const superSeeding = new SuperSeeding({
+    isConnected: peer => engine.node.getConnections(peerIdFromString(peer)).length > 0
+  })
   engine.pieceServer.setPolicy((key, index, peer) => superSeeding.decide(key, index, peer))
 
   // Contents seeded before a restart are provided again.

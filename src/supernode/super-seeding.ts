@@ -11,6 +11,8 @@ export interface SuperSeedingInit {
   copies?: number
   /** After this long since a piece's first upload, anybody may have it from the supernode, in ms. Default 2000. */
   graceMs?: number
+  /** Tells whether a peer is still connected; a piece whose recipients all left is served again. */
+  isConnected?: (peer: string) => boolean
 }
 
 interface PieceEntry {
@@ -46,7 +48,8 @@ export class SuperSeeding {
     }
 
     const copies = this.init.copies ?? 1
-    const serve = entry.peers.has(peer) || entry.peers.size < copies || now - entry.first > (this.init.graceMs ?? 2000)
+    const recipientsLeft = this.init.isConnected != null && ![...entry.peers].some(this.init.isConnected)
+    const serve = entry.peers.has(peer) || entry.peers.size < copies || recipientsLeft || now - entry.first > (this.init.graceMs ?? 2000)
     if (!serve) return 'busy'
     entry.peers.add(peer)
     return 'serve'

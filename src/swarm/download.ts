@@ -121,6 +121,7 @@ export class Download {
   private readonly rejectDone: (err: Error) => void
   private readonly layoutReady = Promise.withResolvers<DownloadLayout>()
   private readonly waiters = new Map<number, Array<() => void>>()
+  private readonly pieceListeners = new Set<(index: number, bytes?: Uint8Array) => void>()
   private readonly unpins: Array<() => void> = []
   private readonly hash: Hash = createHash('sha256')
   private hashed = 0
@@ -187,6 +188,15 @@ export class Download {
     const settled = Promise.race([promise, this.done])
     await (signal != null ? raceSignal(settled, signal) : settled)
     if (!this.hasPiece(index)) throw this.failure ?? new NoSourceError(`piece ${index} of ${this.key.toString()} was not downloaded`)
+  }
+
+  /**
+   * Registers a listener called for every piece stored from now on, with its bytes when they
+   * are at hand. Returns the function that removes it.
+   */
+  onPiece (listener: (index: number, bytes?: Uint8Array) => void): () => void {
+    this.pieceListeners.add(listener)
+    return () => { this.pieceListeners.delete(listener) }
   }
 
   /** Moves the streaming reader's position, so nearby pieces are fetched first. */
@@ -544,12 +554,24 @@ export class Download {
     if (this.seedLost && this.init.backSource) {
       for (let index = 0; index < this.layout.count && this.originInflight.size < ORIGIN_REQUESTS; index++) {
         if (this.local[index] === true || this.originInflight.has(index) || (this.inflightCount[index] ?? 0) > 0) continue
-        const offered = state.sources.some(source => source.has.has(index) && this.cids[index] != null)
-        if (!offered) this.requestOrigin(index)
+        if (!this.offered(index, now)) this.requestOrigin(index)
       }
     } else if (this.seedLost && !this.init.backSource && this.activeSources() === 0 && !state.sources.some(source => source.has.size > 0)) {
       this.fail(new NoSourceError(`no supernode or peer can supply the rest of ${stripQuery(this.init.url)} and back-to-source is off`))
     }
+  }
+
+  /**
+   * Tells whether a holder can supply a piece soon: a usable one, or one in back-off after a
+   * single failure, which gets one more chance before the origin is asked.
+   */
+  private offered (index: number, now: number): boolean {
+    if (this.cids[index] == null) return false
+    for (const source of this.sources.values()) {
+      if (!source.has.has(index) || source.banned) continue
+      if (source.usable(now) || source.failures < 2) return true
+    }
+    return false
   }
 
   private request (source: Source, index: number): void {
@@ -654,6 +676,7 @@ export class Download {
     if (bytes != null && index >= this.hashed && index < this.hashed + 16) this.recent.set(index, bytes)
     for (const wake of this.waiters.get(index) ?? []) wake()
     this.waiters.delete(index)
+    for (const listener of this.pieceListeners) listener(index, bytes)
     void this.advanceHash()
   }
 

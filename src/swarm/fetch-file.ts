@@ -2,7 +2,7 @@
  * One-shot download of a URL through the swarm into a file.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { open, rename, rm, stat } from 'node:fs/promises'
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { Config } from '../config/schema.ts'
 import { cidToDigest } from '../content/ids.ts'
@@ -10,6 +10,8 @@ import { UsageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
 import { Engine } from './engine.ts'
+import type { Download, DownloadLayout } from './download.ts'
+import { pieceOffset } from '../content/pieces.ts'
 import { fetchThroughDaemon } from '../daemon/control-client.ts'
 import { controlSocketPath } from '../daemon/control-protocol.ts'
 
@@ -102,25 +104,18 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
       progressTimer.unref()
     }
 
-    // Stream verified pieces in order into a temporary file beside the output.
+    // Write each verified piece at its offset in a temporary file beside the output as it arrives.
     const layout = await download.ready(signal)
     const file = await open(temp, 'wx', 0o644)
     try {
-      let position = 0
-      for await (const chunk of engine.readRange(download, 0, layout.size, signal)) {
-        await file.write(chunk, 0, chunk.byteLength, position)
-        position += chunk.byteLength
-      }
-      if (position !== layout.size) throw new VerificationError(`wrote ${position} bytes of ${layout.size} for ${options.url.split('?')[0]}`)
-      await download.done
-      await file.sync()
+      await writePieces(engine, download, file, layout, signal)
     } finally {
       await file.close()
     }
     signal.removeEventListener('abort', onAbort)
 
     // The file takes its name only after the download verified the whole content (download.done).
-    // Its bytes are the verified pieces, read back from the store in order.
+    // Its bytes are the verified pieces, each written at its offset as it arrived.
     const content = download.content
     if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
     await rename(temp, options.output)
@@ -191,6 +186,52 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
 
 function tempPathFor (output: string): string {
   return join(dirname(output), `.${basename(output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
+}
+
+/** Pieces whose bytes may wait in memory for the disk; beyond that they are read back from the store. */
+const MAX_QUEUED_PIECES = 8
+
+/** Writes every piece of a download into `file` at its offset, as pieces arrive, then syncs it. */
+async function writePieces (engine: Engine, download: Download, file: FileHandle, layout: DownloadLayout, signal: AbortSignal): Promise<void> {
+  const written = new Set<number>()
+  let queued = 0
+  let chain: Promise<void> = Promise.resolve()
+  let failure: Error | undefined
+
+  const enqueue = (index: number, bytes?: Uint8Array): void => {
+    if (written.has(index)) return
+    written.add(index)
+    queued++
+    const kept = queued <= MAX_QUEUED_PIECES ? bytes : undefined
+    chain = chain.then(async () => {
+      const cid = download.cidOf(index)
+      const data = kept ?? (cid != null ? await engine.store.get(cid) : undefined)
+      if (data == null) throw new VerificationError(`piece ${index} of ${download.key.toString()} is missing from the store`)
+      await file.write(data, 0, data.byteLength, pieceOffset(index, layout.pieceSize))
+    }).catch((err: Error) => { failure ??= err }).finally(() => { queued-- })
+  }
+
+  // Pieces stored from now on, then those stored before.
+  const unsubscribe = download.onPiece(enqueue)
+  try {
+    for (let index = 0; index < layout.count; index++) if (download.hasPiece(index)) enqueue(index)
+    await raceAbort(download.done, signal)
+    await chain
+  } finally {
+    unsubscribe()
+  }
+  if (failure != null) throw failure
+  if (written.size !== layout.count) throw new VerificationError(`wrote ${written.size} of ${layout.count} pieces of ${download.key.toString()}`)
+  await file.sync()
+}
+
+async function raceAbort<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) throw signal.reason
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
+  })
 }
 
 async function checkOutput (output: string): Promise<void> {

@@ -26,7 +26,7 @@ export const HELP = `Usage: node e2e/bench/single-link.ts [options]
 
 Measures one transfer over loopback, side by side: curl from an HTTP origin
 (baseline), a dfnode peer fetching through a supernode that seeds from the
-origin (cold), and a fresh peer fetching from a supernode that already holds
+origin (cold), and a fresh peer fetching from a supernode that already has
 the file (warm, supernode to peer only). Prints a markdown table with MB/s
 (10^6 bytes/s), CPU seconds and peak RSS of each process.
 

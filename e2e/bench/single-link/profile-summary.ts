@@ -3,15 +3,15 @@
  * by layer (hashing, noise, yamux, length-prefixed framing, disk, GC, idle…),
  * optionally only for samples inside a time window.
  *
- *   node e2e/bench/single-link/profile-summary.ts FILE.cpuprofile [--from US] [--to US] [--top N]
+ *   node e2e/bench/single-link/profile-summary.ts FILE.cpuprofile [--from US] [--to US] [--top N] [--layer NAME]
  *
  * --from and --to are on the profile's clock: microseconds of CLOCK_MONOTONIC,
  * the clock of process.hrtime() in any process on the machine.
  *
  * A V8 profile covers the main JavaScript thread only. Work on libuv's thread
  * pool (file reads and writes, asynchronous hashing) and on V8's helper
- * threads (concurrent GC) is not in it; only the time the main thread spends
- * calling into it is.
+ * threads (concurrent GC) is not in it. Only the time that the main thread
+ * spends handing work to them is.
  */
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
@@ -83,15 +83,25 @@ const RULES: Array<{ layer: Layer, test: (frame: CallFrame) => boolean }> = [
   { layer: 'DAG-CBOR', test: frame => frame.url.includes('@ipld/dag-cbor') || frame.url.includes('/cborg/') },
   { layer: 'logging', test: frame => frame.url.includes('/pino') || frame.url.includes('sonic-boom') },
   { layer: 'dfnode (downloader, store, server)', test: isProjectFrame },
-  { layer: 'other libp2p (DHT, gossipsub, identify)', test: frame => frame.url.includes('node_modules/libp2p/') || frame.url.includes('node_modules/@libp2p/') || frame.url.includes('node_modules/@chainsafe/') },
+  { layer: 'other libp2p (DHT, gossipsub, identify)', test: frame => /^(libp2p|@libp2p\/|@chainsafe\/|@multiformats\/|it-|p-queue|protons-runtime|main-event)/.test(packageOf(frame.url)) },
   { layer: 'promises and timers', test: frame => frame.url === 'node:internal/process/task_queues' || frame.url === 'node:internal/timers' || frame.url === 'node:internal/process/promises' }
 ]
+
+/** Returns the npm package of a script URL (after its last node_modules/), or '' outside node_modules. */
+function packageOf (url: string): string {
+  const at = url.lastIndexOf('node_modules/')
+  if (at < 0) return ''
+  const parts = url.slice(at + 'node_modules/'.length).split('/')
+  return parts[0]?.startsWith('@') === true ? `${parts[0]}/${parts[1] ?? ''}` : parts[0] ?? ''
+}
 
 function layerOfFrame (frame: CallFrame): Layer | undefined {
   return RULES.find(rule => rule.test(frame))?.layer
 }
 
 export interface FunctionTime {
+  /** Layer of the function's own frame, or of its nearest matching caller. */
+  layer?: Layer
   functionName: string
   /** Script URL shortened to the package or project path, with the 1-based line. */
   location: string
@@ -108,7 +118,7 @@ export interface ProfileSummary {
   functions: FunctionTime[]
   /**
    * Project functions (src/, bin/) by inclusive time: samples with the function anywhere on the
-   * stack, largest first. After an await, a stack holds only the code since the await, so this
+   * stack, largest first. After an await, a stack contains only the code since the await, so this
    * is the synchronous share of a function's work.
    */
   projectInclusive: FunctionTime[]
@@ -165,6 +175,7 @@ export function summarizeProfile (profile: CpuProfile, fromMicros = -Infinity, t
     if (frame == null) continue
     const entry = functionEntry(byFunction, frame)
     entry.selfMs += micros / 1000
+    entry.layer ??= layerOf(id)
 
     // Charge the sample once to every project function on its stack.
     const seen = new Set<string>()
@@ -209,8 +220,8 @@ export function shortUrl (url: string): string {
   return project?.[1] ?? url.replace(/^file:\/\//, '')
 }
 
-/** Renders a summary as two markdown tables: layers, then the top functions. */
-export function renderSummary (title: string, summary: ProfileSummary, top = 25): string {
+/** Renders a summary as markdown tables: layers, the top functions (of one layer when `layer` is given), then dfnode functions by inclusive time. */
+export function renderSummary (title: string, summary: ProfileSummary, top = 25, layer?: string): string {
   const lines = [`### ${title}`, '', `${summary.samples} samples over ${(summary.windowMs / 1000).toFixed(2)} s of the main thread.`, '']
   lines.push('| layer | self ms | share |', '| --- | ---: | ---: |')
   for (const layer of LAYERS) {
@@ -219,10 +230,11 @@ export function renderSummary (title: string, summary: ProfileSummary, top = 25)
     lines.push(`| ${layer} | ${ms.toFixed(0)} | ${percent(ms, summary.windowMs)} |`)
   }
   lines.push('', '| function | location | self ms | share |', '| --- | --- | ---: | ---: |')
-  for (const entry of summary.functions.slice(0, top)) {
+  const functions = layer == null ? summary.functions : summary.functions.filter(entry => entry.layer?.startsWith(layer) === true)
+  for (const entry of functions.slice(0, top)) {
     lines.push(`| ${entry.functionName} | ${entry.location === '' ? '(native)' : entry.location} | ${entry.selfMs.toFixed(0)} | ${percent(entry.selfMs, summary.windowMs)} |`)
   }
-  lines.push('', 'dfnode functions by inclusive time (synchronous part: the stack after an await holds only the code since it):', '')
+  lines.push('', 'dfnode functions by inclusive time (synchronous part: the stack after an await contains only the code since it):', '')
   lines.push('| function | location | inclusive ms | share |', '| --- | --- | ---: | ---: |')
   for (const entry of summary.projectInclusive.slice(0, Math.min(top, 15))) {
     lines.push(`| ${entry.functionName} | ${entry.location} | ${entry.selfMs.toFixed(0)} | ${percent(entry.selfMs, summary.windowMs)} |`)
@@ -249,14 +261,15 @@ async function main (): Promise<void> {
     options: {
       from: { type: 'string' },
       to: { type: 'string' },
-      top: { type: 'string', default: '25' }
+      top: { type: 'string', default: '25' },
+      layer: { type: 'string' }
     }
   })
   const path = positionals[0]
-  if (path == null) throw new Error('missing profile: usage: profile-summary.ts FILE.cpuprofile [--from US] [--to US] [--top N]')
+  if (path == null) throw new Error('missing profile: usage: profile-summary.ts FILE.cpuprofile [--from US] [--to US] [--top N] [--layer NAME]')
   const profile = await readProfile(path)
   const summary = summarizeProfile(profile, values.from != null ? Number(values.from) : -Infinity, values.to != null ? Number(values.to) : Infinity)
-  process.stdout.write(renderSummary(path, summary, Number(values.top)))
+  process.stdout.write(renderSummary(path, summary, Number(values.top), values.layer))
 }
 
 if (import.meta.main) {

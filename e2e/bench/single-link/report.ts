@@ -34,6 +34,11 @@ export interface CaseResult {
   origin: PhaseUsage
   /** Body bytes the origin sent during the case. */
   originBytes: number
+  /**
+   * Busy CPU seconds of the machine during the case that none of the measured processes used:
+   * other work on a shared machine, the benchmark's own sampling, kernel threads (network softirqs, writeback).
+   */
+  otherCpuSeconds: number
   /** Byte counts from the peer's JSON line. */
   sources?: { fromSupernode: number, fromPeers: number, fromOrigin: number, fromLocal: number }
 }
@@ -84,7 +89,7 @@ export function renderMachineFacts (facts: MachineFacts): string {
 
 /** Renders one row per case and run, plus a median row per case when there are several runs. */
 export function renderResultTable (results: CaseResult[], fileBytes: number): string {
-  const header = ['case', 'run', 'wall s', 'MB/s', '÷ curl', 'client CPU s', 'client peak RSS MiB', 'supernode CPU s', 'supernode peak RSS MiB', 'origin CPU s', 'origin bytes ÷ size']
+  const header = ['case', 'run', 'wall s', 'MB/s', '÷ curl', 'client CPU s', 'client peak RSS MiB', 'supernode CPU s', 'supernode peak RSS MiB', 'origin CPU s', 'origin bytes ÷ size', 'other CPU s']
   const rows = [header, header.map((_, index) => index < 2 ? '---' : '---:')]
   const curlWall = new Map(results.filter(result => result.name.startsWith('curl')).map(result => [result.run, result.wallMs]))
   const runs = new Set(results.map(result => result.run)).size
@@ -102,7 +107,8 @@ export function renderResultTable (results: CaseResult[], fileBytes: number): st
       result.supernode != null ? result.supernode.cpuSeconds.toFixed(2) : '—',
       result.supernode != null ? (result.supernode.maxRssKiB / 1024).toFixed(0) : '—',
       result.origin.cpuSeconds.toFixed(2),
-      (result.originBytes / fileBytes).toFixed(2)
+      (result.originBytes / fileBytes).toFixed(2),
+      result.otherCpuSeconds.toFixed(2)
     ])
   }
 
@@ -118,7 +124,8 @@ export function renderResultTable (results: CaseResult[], fileBytes: number): st
         cases[0]?.supernode != null ? median(cases.map(result => result.supernode?.cpuSeconds ?? 0)).toFixed(2) : '—',
         cases[0]?.supernode != null ? (Math.max(...cases.map(result => result.supernode?.maxRssKiB ?? 0)) / 1024).toFixed(0) + ' (max)' : '—',
         median(cases.map(result => result.origin.cpuSeconds)).toFixed(2),
-        median(cases.map(result => result.originBytes / fileBytes)).toFixed(2)
+        median(cases.map(result => result.originBytes / fileBytes)).toFixed(2),
+        median(cases.map(result => result.otherCpuSeconds)).toFixed(2)
       ])
     }
   }
@@ -128,6 +135,7 @@ export function renderResultTable (results: CaseResult[], fileBytes: number): st
     '',
     `File ${(fileBytes / MIB).toFixed(0)} MiB. MB/s is 10^6 bytes per second of wall time. ÷ curl is curl's wall time over the case's, so above 1 means faster than curl.`,
     'Wall time runs from the spawn of the client to curl\'s exit or to the peer\'s JSON line, so process start-up, libp2p start-up and the final fsync of the output are in it.',
+    'Other CPU s is the machine\'s busy CPU time (/proc/stat, all cores) during the case minus that of the client, supernode and origin: other work on the machine, the benchmark\'s own sampling, and kernel threads such as network softirqs and disk writeback. A large value means a noisy run.',
     'Client CPU and peak RSS come from GNU time (ru_maxrss, all threads). Supernode and origin CPU are /proc/<pid>/stat deltas over the case; their peak RSS is VmHWM after a reset through /proc/<pid>/clear_refs at the start of the case.'
   ]
   return table + '\n' + notes.join('\n')

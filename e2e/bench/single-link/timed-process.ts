@@ -4,6 +4,7 @@
  * exited process, and its stdout lines are timed as they arrive.
  */
 import { spawn } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { TestbedError } from '../swarm/errors.ts'
@@ -42,6 +43,8 @@ export interface TimedRunInit {
   timeoutMs: number
   /** Called with each stdout line as it arrives. */
   onLine?: (line: string, atMs: number) => void
+  /** File that receives the whole stderr of the command. */
+  stderrFile?: string
   /** Called with the pid of GNU time once it has been spawned. */
   onSpawn?: (pid: number) => void
 }
@@ -67,6 +70,8 @@ export async function runTimed (init: TimedRunInit): Promise<TimedRun> {
     init.onLine?.(line, atMs)
   })
   child.stderr.on('data', (chunk: Buffer) => { stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_CHARS) })
+  const stderrLog = init.stderrFile != null ? createWriteStream(init.stderrFile) : undefined
+  if (stderrLog != null) child.stderr.pipe(stderrLog)
 
   const timer = setTimeout(() => { child.kill('SIGKILL') }, init.timeoutMs)
   const exitCode = await new Promise<number | null>((resolve, reject) => {
@@ -74,6 +79,7 @@ export async function runTimed (init: TimedRunInit): Promise<TimedRun> {
     child.on('close', code => { resolve(code) })
   }).finally(() => { clearTimeout(timer) })
   const exitedAtMs = performance.now()
+  if (stderrLog != null) await new Promise(resolve => stderrLog.end(resolve))
 
   if (exitCode !== 0) {
     throw new TestbedError(`${init.command} ${init.args.join(' ')} exited with ${String(exitCode)} (killed after ${init.timeoutMs} ms if null); stderr tail:\n${stderrTail}`)

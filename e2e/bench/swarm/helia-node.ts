@@ -62,14 +62,18 @@ async function seed (node: HeliaNode, file: string): Promise<void> {
 async function fetch (node: HeliaNode, cid: CID, out: string, peers: readonly string[]): Promise<void> {
   const started = performance.now()
 
-  // Dial every other node; one that is not listening yet dials this node once it starts.
+  // Dial every other node. A node that is not listening yet dials this one once it starts, so refused dials are expected.
+  const failures: string[] = []
   await Promise.all(peers.map(async (peer) => {
     try {
       await node.libp2p.dial(multiaddr(peer), { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
     } catch (err) {
-      process.stderr.write(`dial ${peer} failed: ${(err as Error).message}\n`)
+      failures.push(`${peer}: ${(err as Error).message}`)
     }
   }))
+  const unexpected = failures.filter((failure) => !failure.includes('ECONNREFUSED'))
+  process.stderr.write(`dialed ${peers.length - failures.length} of ${peers.length} nodes at start (${failures.length - unexpected.length} not listening yet)\n`)
+  for (const failure of unexpected) process.stderr.write(`dial failed: ${failure}\n`)
 
   let bytes = 0
   const counted = async function * (): AsyncGenerator<Uint8Array> {

@@ -136,7 +136,7 @@ export class HostProcess {
     const exited = this.exited
     return await new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new TestbedError(`${this.label} printed no expected line within ${timeoutMs} ms; stderr: ${lastLines(this.stderrTail, 10)}`))
+        reject(new TestbedError(`${this.label} printed no expected line within ${(timeoutMs / 1000).toFixed(0)} s; stderr: ${lastLines(this.stderrTail, 10)}`))
       }, timeoutMs)
       this.onLine((timed) => {
         if (!predicate(timed.line)) return

@@ -1,5 +1,5 @@
 /**
- * Lower bound T* on the time until the last of N peers holds a file of F
+ * Lower bound T* on the time until the last of N peers has a file of F
  * bytes, from the link rates alone:
  *
  *   T* = max(F / u_origin, F / d_min, N·F / (u_origin + Σ u_peers))

@@ -22,6 +22,8 @@ export interface PeerRecord {
   error?: string
   /** The stdout line that marked completion, when the system signals it that way. */
   completionLine?: string
+  /** Bytes the peer's interface sent (its upload) during the run, headers included. */
+  txBytes?: number
 }
 
 export interface ProcessRecord {
@@ -160,6 +162,7 @@ export async function measureSystem (system: BenchSystem, options: MeasureOption
     record.originHttpBytes = originAfter.bodyBytes - originBefore.bodyBytes
     record.originTxBytes = txDelta(countersBefore, countersAfter, options.origin.host.name)
     record.supernodeTxBytes = txDelta(countersBefore, countersAfter, options.supernode.name)
+    for (const [index, host] of peers.entries()) (record.peers[index] as PeerRecord).txBytes = txDelta(countersBefore, countersAfter, host.name)
     record.peersTxBytes = peers.reduce((sum, host) => sum + txDelta(countersBefore, countersAfter, host.name), 0)
 
     // 7. Every completed output must match the original.
@@ -178,7 +181,7 @@ export async function measureSystem (system: BenchSystem, options: MeasureOption
     if (failed.length === 0) {
       record.status = 'ok'
     } else {
-      record.failure = `${failed.length}/${peers.length} peers did not complete; ${failed.slice(0, 2).map((peer) => `${peer.host}: ${peer.error ?? 'unknown'}`).join('; ')}`
+      record.failure = `${failed.length}/${peers.length} peers did not complete; ${failed.slice(0, 2).map((peer) => `${peer.host}: ${tail(peer.error ?? 'unknown reason', 600)}`).join('; ')}`
     }
   } catch (err) {
     record.failure = (err as Error).message
@@ -217,6 +220,11 @@ async function awaitCompletion (launch: PeerLaunch, startMs: number, timeoutMs: 
     peer.error = (err as Error).message
     return undefined
   }
+}
+
+/** Keeps the last `chars` characters, where stderr tails end with the reason a process stopped. */
+function tail (text: string, chars: number): string {
+  return text.length > chars ? `…${text.slice(-chars)}` : text
 }
 
 function txDelta (before: Map<string, LinkCounters>, after: Map<string, LinkCounters>, host: string): number {

@@ -1,6 +1,5 @@
 /** The markdown report: settings, one table row per system and N, notes and failures. */
 import { lastLines } from './host-process.ts'
-import type { SystemRunRecord } from './measure.ts'
 import { completionTimes, median, type BenchResults } from './results.ts'
 
 const MIB = 2 ** 20
@@ -81,21 +80,16 @@ function renderNotes (results: BenchResults): string[] {
     for (const record of noted) {
       for (const note of record.notes) lines.push(`- ${record.title}, N=${record.peerCount}: ${note}`)
       if (record.failure != null) lines.push(`- ${record.title}, N=${record.peerCount}: failed: ${oneLine(record.failure)}`)
-      const crashed = failedProcesses(record)
-      if (crashed !== '') lines.push(`  - ${crashed}`)
     }
     lines.push('')
   }
   return lines
 }
 
-function failedProcesses (record: SystemRunRecord): string {
-  const failed = record.peers.filter((peer) => peer.error != null).slice(0, 3)
-  return failed.map((peer) => `${peer.host}: ${oneLine(peer.error ?? '')}`).join('; ')
-}
-
+/** Flattens a failure message into one markdown-safe line of at most 1500 characters. */
 function oneLine (text: string): string {
-  return lastLines(text, 20).replace(/\|/g, '\\|').slice(0, 1500)
+  const line = lastLines(text, 20).replace(/\|/g, '\\|')
+  return line.length > 1500 ? `${line.slice(0, 1500)}…` : line
 }
 
 function ratio (bytes: number, fileBytes: number): string {

@@ -34,6 +34,8 @@ export const NAMESPACE_FAMILY = 'dfb-'
 const SYSTEMS: Record<string, BenchSystem> = { direct: directSystem, bittorrent: bittorrentSystem, ipfs: ipfsSystem, dfnode: dfnodeSystem }
 const PROJECT_ROOT = resolve(import.meta.dirname, '..', '..', '..')
 const log = createLogger({ role: 'bench' })
+/** Set on SIGINT or SIGTERM; errors of the interrupted run are then expected and not reported. */
+let interrupted = false
 
 async function main (argv: readonly string[]): Promise<void> {
   const options = parseOptions(argv)
@@ -65,7 +67,7 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
 
   const workDir = await mkdtemp(join(tmpdir(), 'dfb-'))
   let testbed: Testbed | undefined
-  // Removes the current testbed and, in case a signal came while one was being built, every namespace of the prefix.
+  // Removes the current testbed, then every namespace of the prefix, in case a signal came while a testbed was being built.
   const cleanUp = async (): Promise<void> => {
     const current = testbed
     testbed = undefined
@@ -74,6 +76,7 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
     if (!options.keepFiles) await rm(workDir, { recursive: true, force: true })
   }
   const onSignal = (signal: NodeJS.Signals): void => {
+    interrupted = true
     log.warn({ signal }, 'interrupted: removing the testbed')
     void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
   }
@@ -184,6 +187,7 @@ async function describeMachine (): Promise<string> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (interrupted) return
   log.error({ err }, 'swarm benchmark failed')
   process.stderr.write(`swarm benchmark failed: ${(err as Error).message}\n`)
   process.exitCode = exitCodeOf(err)

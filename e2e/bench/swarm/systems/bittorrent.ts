@@ -1,6 +1,6 @@
 /**
  * BitTorrent baseline: mktorrent builds the .torrent, opentracker runs on
- * the origin host, an aria2c seeder on the origin host holds the file, and
+ * the origin host, an aria2c seeder on the origin host seeds the file, and
  * every peer runs aria2c. Peers keep seeding until the harness stops them.
  * A hook that aria2c runs when a download completes, before seeding, prints
  * the completion line. DHT and local peer discovery are off; peer exchange
@@ -116,7 +116,7 @@ async function readInfoHash (torrent: string): Promise<string> {
 }
 
 /**
- * Polls the tracker's scrape until it answers and lists at least `seeders`
+ * Polls the tracker's scrape until it responds and lists at least `seeders`
  * complete peers for the torrent; bounded to 100 attempts 100 ms apart.
  */
 async function waitForSeeders (context: BenchContext, infoHash: string, seeders: number): Promise<void> {

@@ -2,7 +2,7 @@
  * IPFS baseline with Helia: a seeding node on the origin host imports the
  * file, every peer runs helia-node.ts fetch and dials the seeder and every
  * other peer, so Bitswap runs over a full mesh. Identities are generated here so
- * each peer knows the others' multiaddrs before any of them starts.
+ * each peer gets the others' multiaddrs before any of them starts.
  */
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'

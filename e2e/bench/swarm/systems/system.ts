@@ -1,7 +1,7 @@
 /**
  * The contract between the measuring harness and one distribution system
  * (curl, BitTorrent, IPFS, dfnode). A system starts its services (seeders,
- * tracker, supernode) in `setUp` and says how to launch one peer; the
+ * tracker, supernode) in `setUp` and returns how to launch one peer. The
  * harness starts every peer at a common instant, detects completion, stops
  * everything and measures the same counters for every system.
  */
