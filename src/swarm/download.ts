@@ -445,7 +445,12 @@ export class Download {
       }
       const source = this.sourceFor(provider.id, this.trusted.has(provider.id.toString()))
       this.components.logger.debug({ peer: source.id, key: this.key.toString() }, 'provider found')
-      source.polledAt = 0
+
+      // Ask a new holder for its bitfield at once rather than at the next poll.
+      if (!source.supernode && source.usable(Date.now()) && Date.now() - source.polledAt >= POLL_MS) {
+        source.polledAt = Date.now()
+        void this.refreshBitfield(source)
+      }
       this.schedule()
     }
   }
