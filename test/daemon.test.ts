@@ -89,5 +89,15 @@ describe('fetch through the host daemon', () => {
     assert.equal(await child.exited, 3)
     assert.match(child.stderr, /dfnode: .*404/)
     assert.equal(existsSync(join(dir, 'missing.out')), false)
+
+    // A failure after the bytes started flowing arrives in the trailer, with its code.
+    const body = randomBytes(1024 * 1024)
+    origin.files.set('/wrong.bin', { body })
+    const wrong = `sha256:${'0'.repeat(64)}`
+    const mismatch = new DfnodeProcess(['fetch', `${base}/wrong.bin`, '-o', join(dir, 'wrong.out'), '--digest', wrong, '--data-dir', hostDir])
+    processes.push(mismatch)
+    assert.equal(await mismatch.exited, 4)
+    assert.match(mismatch.stderr, /dfnode: .*expected sha256:0{64}/)
+    assert.equal(existsSync(join(dir, 'wrong.out')), false)
   })
 })

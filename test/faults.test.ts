@@ -183,6 +183,21 @@ describe('faults', () => {
     assert.deepEqual(await filesUnder(join(dir, 'mismatch-supernode', 'store', 'contents')), [])
   })
 
+  it('origin not allowed: peer fetches itself', async () => {
+    const body = randomBytes(1 * MiB)
+    origin.files.set('/refused.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'refused-supernode'), 'registry.invalid')
+    processes.push(supernode.process)
+    const child = run(fetchArgs('refused', '/refused.bin', supernode.address))
+    const summary = await child.json<FetchSummary>()
+    assert.equal(summary.fromOrigin, body.byteLength)
+    assert.match(child.stderr, /supernode may not fetch from this origin/)
+
+    const strict = run(fetchArgs('refused-strict', '/refused.bin', supernode.address, ['--no-back-source']))
+    assert.equal(await strict.exited, 7)
+    assert.match(strict.stderr, /dfnode: .*--allow-origin/)
+  })
+
   it('zero-byte file downloads', async () => {
     origin.files.set('/empty.bin', { body: Buffer.alloc(0) })
     const supernode = await startSupernodeProcess(join(dir, 'empty-supernode'))

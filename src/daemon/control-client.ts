@@ -48,7 +48,9 @@ export async function fetchThroughDaemon (socketPath: string, body: ControlFetch
     result: () => {
       const trailer = response.trailers[RESULT_TRAILER]
       if (trailer == null) throw new ProtocolError('daemon ended the transfer without a result; the download failed there, see its log')
-      return JSON.parse(trailer) as ControlFetchResult
+      const outcome = JSON.parse(trailer) as ControlFetchResult | { error: { code: string, message: string, status?: number } }
+      if ('error' in outcome) throw errorFromCode(outcome.error.code, outcome.error.message, outcome.error.status)
+      return outcome
     }
   }
 }

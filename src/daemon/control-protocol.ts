@@ -20,7 +20,7 @@ export interface ControlFetchRequest {
   filter?: string[]
 }
 
-/** Trailer carrying the outcome after the last body byte, as JSON. */
+/** Trailer carrying the outcome after the last body byte, as JSON: a ControlFetchResult or `{ error: ControlError }`. */
 export const RESULT_TRAILER = 'x-dfnode-result'
 
 /** Response header with the content size. */

@@ -79,7 +79,10 @@ export class ControlServer {
       if (!res.headersSent) {
         sendError(res, error instanceof UsageError ? 400 : 502, { code: error?.code ?? 'ERR_INTERNAL', message: (err as Error).message, ...((error as { status?: number } | undefined)?.status != null ? { status: (error as unknown as { status: number }).status } : {}) })
       } else {
-        res.destroy(err as Error)
+        // The body is already under way: the error travels in the trailer, and the client discards what it wrote.
+        const trailer: { error: ControlError } = { error: { code: error?.code ?? 'ERR_INTERNAL', message: (err as Error).message } }
+        res.addTrailers({ [RESULT_TRAILER]: JSON.stringify(trailer) })
+        res.end()
       }
     }
   }

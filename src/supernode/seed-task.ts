@@ -5,6 +5,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import { cutPieces } from '../content/cutter.ts'
+import { cidToDigest } from '../content/ids.ts'
 import { choosePieceSize } from '../content/pieces.ts'
 import { DfnodeError, OriginUnreachableError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -105,7 +106,7 @@ export class SeedTask {
       const expected = this.init.expected
       const actual: CID = result.content
       if (expected != null && expected.toString() !== actual.toString()) {
-        throw new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${actual.toString()}, expected ${expected.toString()}`)
+        throw new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(actual)}, expected ${cidToDigest(expected)}: check the digest, or the origin changed the file`)
       }
       this.content = result.content
       await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: result.content, url: stripQuery(this.init.url), updatedAt: Date.now() })

@@ -6,11 +6,11 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfSha256, sameCid } from '../content/ids.ts'
+import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
-import { DfnodeError, NoSourceError, OriginUnreachableError, ProtocolError, TimeoutError, VerificationError } from '../errors.ts'
+import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginUnreachableError, ProtocolError, TimeoutError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
@@ -130,6 +130,7 @@ export class Download {
   private scheduled = false
   private lookingUp = false
   private readonly unreachable: string[] = []
+  private readonly refused: string[] = []
   private unwatch?: () => void
   private timers: NodeJS.Timeout[] = []
   private readonly started = Date.now()
@@ -318,6 +319,11 @@ export class Download {
       // The seed stream ended after 'done': the supernode stays a holder.
       return 'done'
     } catch (err) {
+      if (err instanceof OriginNotAllowedError) {
+        logger.warn({ supernode: address, err: err.message }, 'supernode may not fetch from this origin, trying the next')
+        this.refused.push(address)
+        return 'unreachable'
+      }
       if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
       if (this.finished || this.failure != null) return 'done'
       logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, 'lost the supernode; continuing with peers, retrying it, then the next supernode')
@@ -339,6 +345,7 @@ export class Download {
     if (!this.init.backSource) {
       let supernodes = ''
       if (this.unreachable.length > 0) supernodes = ` (supernodes unreachable: ${this.unreachable.join(', ')})`
+      else if (this.refused.length > 0) supernodes = ` (supernodes ${this.refused.join(', ')} may not fetch from this origin; start them with --allow-origin)`
       else if (this.init.supernodes.length === 0) supernodes = ' (no supernode configured)'
       throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)}${supernodes} and back-to-source is off; check that a supernode runs at the configured address, or drop --no-back-source`)
     }
@@ -717,7 +724,7 @@ export class Download {
 
     const content = cidOfSha256Hex(this.hash.copy().digest())
     if (this.expectedContent != null && !sameCid(this.expectedContent, content)) {
-      this.fail(new VerificationError(`content of ${stripQuery(this.init.url)} hashes to ${content.toString()}, expected ${this.expectedContent.toString()}`))
+      this.fail(new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(content)}, expected ${cidToDigest(this.expectedContent)}: check --digest, or the origin changed the file`))
       void this.components.records.delete(this.key).catch(() => {})
       return
     }
