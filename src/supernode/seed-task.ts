@@ -64,7 +64,7 @@ export class SeedTask {
     this.controller.abort(new Error('supernode stopping'))
   }
 
-  /** Fetches the content from the origin; never throws, the outcome is in `state`. */
+  /** Fetches the content from the origin. Failures are caught and recorded in `state` and `error`. */
   async run (): Promise<void> {
     const { origin, store, records, discovery, logger } = this.components
     const started = Date.now()

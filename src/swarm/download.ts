@@ -1,6 +1,6 @@
 /**
- * Download of one content on a peer: asks the rendezvous supernode to seed
- * it, finds other holders by gossip and the DHT, fetches verified pieces from
+ * Download of one content on a peer: requests the rendezvous supernode to
+ * seed it, finds other holders by gossip and the DHT, fetches verified pieces from
  * several of them at once, and falls back to the origin when no holder has a piece.
  */
 import { createHash, type Hash } from 'node:crypto'
