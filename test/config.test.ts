@@ -110,7 +110,7 @@ describe('config precedence', () => {
       'pieceSize: 1MiB',
       'timeoutMs: 1000',
       'backSource: false',
-      `supernodes: [/ip4/10.0.0.1/tcp/8002/p2p/${PEER_ID}]`,
+      `supernodes: [/ip4/198.18.0.1/tcp/8002/p2p/${PEER_ID}]`,
       'dataDir: /data/from-file',
       'verbose: true'
     ].join('\n'))
@@ -118,16 +118,16 @@ describe('config precedence', () => {
       DFNODE_PIECE_SIZE: '2MiB',
       DFNODE_TIMEOUT: '2',
       DFNODE_BACK_SOURCE: 'true',
-      DFNODE_SUPERNODES: '/ip4/10.0.0.2/tcp/8002,/ip4/10.0.0.3/tcp/8002',
+      DFNODE_SUPERNODES: '/ip4/198.18.0.2/tcp/8002,/ip4/198.18.0.3/tcp/8002',
       DFNODE_DATA_DIR: '/data/from-env'
     }
-    const flags = { pieceSize: '8MiB', timeoutMs: '3s', supernodes: ['/ip4/10.0.0.4/tcp/8002'] }
+    const flags = { pieceSize: '8MiB', timeoutMs: '3s', supernodes: ['/ip4/198.18.0.4/tcp/8002'] }
 
     const fromFile = await load({ configPath: file })
     assert.equal(fromFile.pieceSize, 1 * MiB)
     assert.equal(fromFile.timeoutMs, 1000)
     assert.equal(fromFile.backSource, false)
-    assert.deepEqual(fromFile.supernodes, [`/ip4/10.0.0.1/tcp/8002/p2p/${PEER_ID}`])
+    assert.deepEqual(fromFile.supernodes, [`/ip4/198.18.0.1/tcp/8002/p2p/${PEER_ID}`])
     assert.equal(fromFile.dataDir, '/data/from-file')
     assert.equal(fromFile.verbose, true)
 
@@ -135,14 +135,14 @@ describe('config precedence', () => {
     assert.equal(fromEnv.pieceSize, 2 * MiB)
     assert.equal(fromEnv.timeoutMs, 2000)
     assert.equal(fromEnv.backSource, true)
-    assert.deepEqual(fromEnv.supernodes, ['/ip4/10.0.0.2/tcp/8002', '/ip4/10.0.0.3/tcp/8002'])
+    assert.deepEqual(fromEnv.supernodes, ['/ip4/198.18.0.2/tcp/8002', '/ip4/198.18.0.3/tcp/8002'])
     assert.equal(fromEnv.dataDir, '/data/from-env')
     assert.equal(fromEnv.verbose, true, 'a key the environment does not set keeps its file value')
 
     const fromFlags = await load({ configPath: file, env, flags })
     assert.equal(fromFlags.pieceSize, 8 * MiB)
     assert.equal(fromFlags.timeoutMs, 3000)
-    assert.deepEqual(fromFlags.supernodes, ['/ip4/10.0.0.4/tcp/8002'])
+    assert.deepEqual(fromFlags.supernodes, ['/ip4/198.18.0.4/tcp/8002'])
     assert.equal(fromFlags.backSource, true, 'a key the flags do not set keeps its environment value')
     assert.equal(fromFlags.dataDir, '/data/from-env')
   })
@@ -316,9 +316,9 @@ describe('config validation', () => {
       { flags: { timeoutMs: '999h' }, fragments: ['timeoutMs', '"999h"', 'up to'] },
       { env: { DFNODE_BACK_SOURCE: 'maybe' }, fragments: ['backSource', '"maybe"', 'true or false'] },
       { file: 'verbose: 2', fragments: ['verbose', '2', 'true or false'] },
-      { file: 'supernodes: [/ip4/10.0.0.1]', fragments: ['supernodes', '"/ip4/10.0.0.1"', '/tcp/'] },
-      { flags: { supernodes: ['10.0.0.1:8002'] }, fragments: ['supernodes', '"10.0.0.1:8002"', 'from --supernode', 'not a multiaddr'] },
-      { flags: { supernodes: ['/ip4/10.0.0.1/tcp/8002/p2p/QmNotAPeer'] }, fragments: ['supernodes', 'QmNotAPeer', 'invalid peer id'] },
+      { file: 'supernodes: [/ip4/198.18.0.1]', fragments: ['supernodes', '"/ip4/198.18.0.1"', '/tcp/'] },
+      { flags: { supernodes: ['198.18.0.1:8002'] }, fragments: ['supernodes', '"198.18.0.1:8002"', 'from --supernode', 'not a multiaddr'] },
+      { flags: { supernodes: ['/ip4/198.18.0.1/tcp/8002/p2p/QmNotAPeer'] }, fragments: ['supernodes', 'QmNotAPeer', 'invalid peer id'] },
       { flags: { supernodes: ['/ip4/300.0.0.1/tcp/8002'] }, fragments: ['supernodes', '"/ip4/300.0.0.1/tcp/8002"'] },
       { file: 'supernodes: 8002', fragments: ['supernodes', '8002', 'a list of multiaddrs'] },
       { env: { DFNODE_LISTEN: '/dns/node.example.com/tcp/0' }, fragments: ['listen', '"/dns/node.example.com/tcp/0"', 'from DFNODE_LISTEN'] },
@@ -355,8 +355,8 @@ describe('config validation', () => {
 
   it('accepts supernode multiaddrs with and without peer id', async () => {
     const supernodes = [
-      `/ip4/10.0.0.1/tcp/8002/p2p/${PEER_ID}`,
-      '/ip4/10.0.0.1/tcp/8002',
+      `/ip4/198.18.0.1/tcp/8002/p2p/${PEER_ID}`,
+      '/ip4/198.18.0.1/tcp/8002',
       '/ip6/fd00::1/tcp/8002',
       '/dns/supernode.example.com/tcp/8002',
       `/dns4/supernode.example.com/tcp/8002/p2p/${PEER_ID}`
@@ -419,13 +419,13 @@ describe('dragonfly.conf', () => {
       '# classic Dragonfly client config',
       '; another comment',
       '[node]',
-      'address = 10.0.0.1, supernode.example.com:8003 ,[fd00::2]:9000,fd00::3,  SN.Example.com',
+      'address = 198.18.0.1, supernode.example.com:8003 ,[fd00::2]:9000,fd00::3,  SN.Example.com',
       '',
       '[totalLimit]',
       'rate = 200M'
     ].join('\n')
     assert.deepEqual(parseDragonflyConf(text, '/x/dragonfly.conf'), [
-      '/ip4/10.0.0.1/tcp/8002',
+      '/ip4/198.18.0.1/tcp/8002',
       '/dns/supernode.example.com/tcp/8003',
       '/ip6/fd00::2/tcp/9000',
       '/ip6/fd00::3/tcp/8002',
@@ -438,24 +438,24 @@ describe('dragonfly.conf', () => {
   })
 
   it('strips a trailing comment and CRLF line ends', () => {
-    assert.deepEqual(parseDragonflyConf('[node]\r\naddress=10.0.0.1 # primary\r\n', 'f'), ['/ip4/10.0.0.1/tcp/8002'])
+    assert.deepEqual(parseDragonflyConf('[node]\r\naddress=198.18.0.1 # primary\r\n', 'f'), ['/ip4/198.18.0.1/tcp/8002'])
   })
 
   it('returns no supernodes without a [node] address', () => {
-    assert.deepEqual(parseDragonflyConf('[other]\naddress=10.0.0.1\n', 'f'), [])
-    assert.deepEqual(parseDragonflyConf('address=10.0.0.1\n', 'f'), [], 'a key before any section is not in [node]')
+    assert.deepEqual(parseDragonflyConf('[other]\naddress=198.18.0.1\n', 'f'), [])
+    assert.deepEqual(parseDragonflyConf('address=198.18.0.1\n', 'f'), [], 'a key before any section is not in [node]')
     assert.deepEqual(parseDragonflyConf('', 'f'), [])
   })
 
   it('rejects a malformed line naming path and line', () => {
-    assert.throws(() => parseDragonflyConf('[node]\naddress 10.0.0.1\n', '/x/dragonfly.conf'), {
+    assert.throws(() => parseDragonflyConf('[node]\naddress 198.18.0.1\n', '/x/dragonfly.conf'), {
       name: 'ConfigError',
       message: /malformed line in \/x\/dragonfly\.conf line 2/
     })
   })
 
   it('rejects an invalid address', () => {
-    for (const address of ['bad host', '10.0.0.1:0', '10.0.0.1:http', '[10.0.0.1]:80', '999.0.0.1']) {
+    for (const address of ['bad host', '198.18.0.1:0', '198.18.0.1:http', '[198.18.0.1]:80', '999.0.0.1']) {
       assert.throws(() => parseDragonflyConf(`[node]\naddress=${address}\n`, '/x/dragonfly.conf'), (err: unknown) => {
         assert.ok(err instanceof ConfigError)
         assert.ok(err.message.includes(`"${address}"`), err.message)
@@ -466,19 +466,19 @@ describe('dragonfly.conf', () => {
   })
 
   it('is used only when no layer lists supernodes', async () => {
-    const dragonflyConfPath = await writeTemp('dragonfly.conf', '[node]\naddress=10.0.0.9\n')
-    const fromDragonfly = ['/ip4/10.0.0.9/tcp/8002']
+    const dragonflyConfPath = await writeTemp('dragonfly.conf', '[node]\naddress=198.18.0.9\n')
+    const fromDragonfly = ['/ip4/198.18.0.9/tcp/8002']
 
     assert.deepEqual((await load({ dragonflyConfPath })).supernodes, fromDragonfly)
 
-    const file = await writeTemp('config.yaml', 'supernodes: [/ip4/10.0.0.1/tcp/8002]\n')
-    assert.deepEqual((await load({ dragonflyConfPath, configPath: file })).supernodes, ['/ip4/10.0.0.1/tcp/8002'])
+    const file = await writeTemp('config.yaml', 'supernodes: [/ip4/198.18.0.1/tcp/8002]\n')
+    assert.deepEqual((await load({ dragonflyConfPath, configPath: file })).supernodes, ['/ip4/198.18.0.1/tcp/8002'])
 
     const empty = await writeTemp('config.yaml', 'supernodes: []\n')
     assert.deepEqual((await load({ dragonflyConfPath, configPath: empty })).supernodes, [], 'an explicit empty list counts as set')
 
-    assert.deepEqual((await load({ dragonflyConfPath, env: { DFNODE_SUPERNODES: '/ip4/10.0.0.2/tcp/8002' } })).supernodes, ['/ip4/10.0.0.2/tcp/8002'])
-    assert.deepEqual((await load({ dragonflyConfPath, flags: { supernodes: ['/ip4/10.0.0.3/tcp/8002'] } })).supernodes, ['/ip4/10.0.0.3/tcp/8002'])
+    assert.deepEqual((await load({ dragonflyConfPath, env: { DFNODE_SUPERNODES: '/ip4/198.18.0.2/tcp/8002' } })).supernodes, ['/ip4/198.18.0.2/tcp/8002'])
+    assert.deepEqual((await load({ dragonflyConfPath, flags: { supernodes: ['/ip4/198.18.0.3/tcp/8002'] } })).supernodes, ['/ip4/198.18.0.3/tcp/8002'])
 
     const other = await writeTemp('config.yaml', 'seedMs: 1000\n')
     assert.deepEqual((await load({ dragonflyConfPath, configPath: other })).supernodes, fromDragonfly, 'a file without supernodes still falls back')
@@ -496,7 +496,7 @@ describe('dragonfly.conf', () => {
 describe('config addresses', () => {
   it('parses host and port forms', () => {
     assert.deepEqual(parseHostPort('Registry.Example.com'), { host: 'registry.example.com', family: 'dns' })
-    assert.deepEqual(parseHostPort('10.0.0.1:5000'), { host: '10.0.0.1', family: 'ip4', port: 5000 })
+    assert.deepEqual(parseHostPort('198.18.0.1:5000'), { host: '198.18.0.1', family: 'ip4', port: 5000 })
     assert.deepEqual(parseHostPort('[::1]:8002'), { host: '::1', family: 'ip6', port: 8002 })
     assert.deepEqual(parseHostPort('::1'), { host: '::1', family: 'ip6' })
     assert.equal(parseHostPort('host:'), undefined)

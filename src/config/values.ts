@@ -153,7 +153,7 @@ type ValueParsers = { readonly [K in keyof Config]: (raw: unknown, context: Valu
 export const VALUE_PARSERS: ValueParsers = {
   dataDir: toPath,
   verbose: toBoolean,
-  supernodes: (raw, context) => toMultiaddrs(raw, context, { hostnames: true, peerId: true }, '/ip4/10.0.0.1/tcp/8002/p2p/<peer id> or /dns/supernode.example.com/tcp/8002'),
+  supernodes: (raw, context) => toMultiaddrs(raw, context, { hostnames: true, peerId: true }, '/ip4/192.0.2.1/tcp/8002/p2p/<peer id> or /dns/supernode.example.com/tcp/8002'),
   listen: (raw, context) => toMultiaddrs(raw, context, { hostnames: false, peerId: false }, '/ip4/0.0.0.0/tcp/8002'),
   announce: (raw, context) => toMultiaddrs(raw, context, { hostnames: true, peerId: false }, '/ip4/203.0.113.5/tcp/8002 or /dns/node.example.com/tcp/8002'),
   allowOrigins: toOrigins,
