@@ -181,7 +181,7 @@ export class PieceStore {
       }
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
-      const known = this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore)
+      const known = this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore, file.size)
       const actual = file.bytes === undefined ? undefined : known ? cid : await cidOfBytes(file.bytes)
       if (file.bytes === undefined || actual === undefined || !actual.equals(cid)) {
         this.log.warn({ cid: key, path, size: file.size, actual: actual?.toString() }, 'piece file failed verification; deleting it')
@@ -190,7 +190,7 @@ export class PieceStore {
       }
 
       // 3. Mark it used, and index a file that another process sharing the directory wrote.
-      this.verified.set(key, fileStamp(file.identity.ino, file.mtimeAfter))
+      this.verified.set(key, fileStamp(file.identity.ino, file.mtimeAfter, file.size))
       if (this.index.has(key)) {
         this.index.touch(key)
       } else {
@@ -212,7 +212,7 @@ export class PieceStore {
   private async rememberVerified (key: string, path: string): Promise<void> {
     try {
       const stats = await stat(path)
-      this.verified.set(key, fileStamp(stats.ino, stats.mtimeMs))
+      this.verified.set(key, fileStamp(stats.ino, stats.mtimeMs, stats.size))
     } catch {
       this.verified.delete(key)
     }
@@ -400,9 +400,12 @@ async function readPieceFile (path: string): Promise<PieceFile> {
   }
 }
 
-/** Identifies a file version by inode and modification time in whole milliseconds, the precision utimes keeps. */
-function fileStamp (ino: number, mtimeMs: number): string {
-  return `${ino}:${Math.floor(mtimeMs)}`
+/**
+ * Identifies a file version by inode, size and modification time in whole milliseconds, the
+ * precision utimes keeps. NOTE: a same-size rewrite within the same millisecond keeps the stamp.
+ */
+function fileStamp (ino: number, mtimeMs: number, size: number): string {
+  return `${ino}:${Math.floor(mtimeMs)}:${size}`
 }
 
 /** Returns the CID string that names a piece, throwing UsageError for a CID that cannot name one. */
