@@ -46,7 +46,7 @@ export class ConfigError extends DfnodeError {
   }
 }
 
-/** The origin answered with an HTTP error status. */
+/** The origin responded with an HTTP error status. */
 export class OriginStatusError extends DfnodeError {
   static readonly code = 'ERR_ORIGIN_STATUS'
   override name = 'OriginStatusError'

@@ -48,7 +48,7 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   }, pino.multistream(streams))
 }
 
-/** A logger that drops everything, for library use without output. */
+/** Returns a logger that drops everything, for library use without output. */
 export function silentLogger (): Logger {
   return pino({ level: 'silent' })
 }

@@ -1,6 +1,6 @@
 /**
  * Piece arithmetic. A content of `size` bytes is cut into pieces of
- * `pieceSize` bytes; the last piece holds the remainder. A 0-byte content has no pieces.
+ * `pieceSize` bytes; the last piece is the remainder. A 0-byte content has no pieces.
  */
 
 /** Default piece size: 4 MiB (see docs/architecture.md for the measurement behind it). */

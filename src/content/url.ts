@@ -46,11 +46,18 @@ export function normaliseUrl (value: string | URL, filter: readonly string[] = D
 
   url.hash = ''
   const kept = [...url.searchParams.entries()].filter(([name]) => !dropped.has(name.toLowerCase()))
-  kept.sort(([a, av], [b, bv]) => a < b ? -1 : a > b ? 1 : av < bv ? -1 : av > bv ? 1 : 0)
+  kept.sort(([a, av], [b, bv]) => compareStrings(a, b) || compareStrings(av, bv))
   url.search = ''
   for (const [name, paramValue] of kept) url.searchParams.append(name, paramValue)
 
   return url.href
+}
+
+/** Orders strings by code unit, the same in every locale. */
+function compareStrings (a: string, b: string): number {
+  if (a < b) return -1
+  if (a > b) return 1
+  return 0
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { loadIdentity } from '../p2p/identity.ts'
 import { SwarmBlobSource } from '../swarm/blob-source.ts'
-import { Engine } from '../swarm/engine.ts'
+import { Engine, engineInitFromConfig } from '../swarm/engine.ts'
 import { controlSocketPath } from './control-protocol.ts'
 import { ControlServer } from './control-server.ts'
 
@@ -20,19 +20,7 @@ export interface DaemonHandle {
 
 /** Starts the host daemon's node and control socket. */
 export async function startDaemon (config: Config, logger: Logger): Promise<DaemonHandle> {
-  const engine = await Engine.create({
-    privateKey: await loadIdentity(config.dataDir),
-    dataDir: config.dataDir,
-    listen: config.listen,
-    announce: config.announce,
-    supernodes: config.supernodes,
-    backSource: config.backSource,
-    pieceSize: config.pieceSize,
-    filter: config.filter,
-    storeQuotaBytes: config.storeQuotaBytes,
-    uploadRate: config.uploadRate,
-    logger
-  })
+  const engine = await Engine.create(engineInitFromConfig(config, await loadIdentity(config.dataDir), logger))
 
   // Contents already stored on this host are provided again, so peers find it after a restart.
   for (const key of engine.heldContents()) engine.discovery.provide(key)

@@ -182,7 +182,8 @@ export class PieceStore {
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
       const known = this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore, file.size)
-      const actual = file.bytes === undefined ? undefined : known ? cid : await cidOfBytes(file.bytes)
+      let actual: CID | undefined
+      if (file.bytes !== undefined) actual = known ? cid : await cidOfBytes(file.bytes)
       if (file.bytes === undefined || actual === undefined || !actual.equals(cid)) {
         this.log.warn({ cid: key, path, size: file.size, actual: actual?.toString() }, 'piece file failed verification; deleting it')
         await this.deleteIfUnchanged(key, file.identity)

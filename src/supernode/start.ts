@@ -4,7 +4,7 @@
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { loadIdentity } from '../p2p/identity.ts'
-import { Engine } from '../swarm/engine.ts'
+import { Engine, engineInitFromConfig } from '../swarm/engine.ts'
 import { SeedService } from './seed-service.ts'
 import { SuperSeeding } from './super-seeding.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -21,21 +21,8 @@ export interface SupernodeHandle {
 /** Starts a supernode from the configuration. */
 export async function startSupernode (config: Config, logger: Logger): Promise<SupernodeHandle> {
   const privateKey = await loadIdentity(config.dataDir)
-  const engine = await Engine.create({
-    privateKey,
-    dataDir: config.dataDir,
-    listen: config.listen,
-    announce: config.announce,
-    // Other supernodes are DHT bootstrap peers; a supernode never sends them seed requests.
-    supernodes: config.supernodes,
-    allowOrigins: config.allowOrigins,
-    backSource: true,
-    pieceSize: config.pieceSize,
-    filter: config.filter,
-    storeQuotaBytes: config.storeQuotaBytes,
-    uploadRate: config.uploadRate,
-    logger
-  })
+  // Other supernodes are DHT bootstrap peers; a supernode never sends them seed requests.
+  const engine = await Engine.create({ ...engineInitFromConfig(config, privateKey, logger), allowOrigins: config.allowOrigins, backSource: true })
   const seeds = new SeedService({
     node: engine.node,
     origin: engine.origin,

@@ -1,7 +1,7 @@
 /**
  * Super-seeding: a supernode hands each fresh piece to one peer first and
- * answers 'busy' to the others, which fetch it from that peer, so its upload carries new
- * pieces instead of copies. A second peer gets a piece from the supernode
+ * responds 'busy' to the others, which fetch it from that peer. So its upload
+ * carries new pieces instead of copies. A second peer gets a piece from the supernode
  * only after a grace period, when the first one may have failed to pass it on.
  */
 import type { CID } from 'multiformats/cid'

@@ -1,7 +1,8 @@
 /**
- * Download of one content on a peer: requests the rendezvous supernode to
- * seed it, finds other holders by gossip and the DHT, fetches verified pieces from
- * several of them at once, and falls back to the origin when no holder has a piece.
+ * Download of one content on a peer. It requests the rendezvous supernode to
+ * seed the content and finds other holders by gossip and the DHT. It fetches
+ * verified pieces from several holders at once, and from the origin when no
+ * holder has a piece.
  */
 import { createHash, type Hash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'

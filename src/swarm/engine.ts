@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { taskKeyOf } from '../content/keys.ts'
 import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
+import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { OriginClient } from '../origin/client.ts'
 import { createNode, nodeAddresses, type DfnodeLibp2p } from '../p2p/node.ts'
@@ -37,6 +38,23 @@ export interface EngineInit {
   logger: Logger
   /** Downloader tuning, see DownloadInit. */
   tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs'>
+}
+
+/** Returns the engine settings a configuration gives, for a node with `privateKey`. */
+export function engineInitFromConfig (config: Config, privateKey: PrivateKey, logger: Logger): EngineInit {
+  return {
+    privateKey,
+    dataDir: config.dataDir,
+    listen: config.listen,
+    announce: config.announce,
+    supernodes: config.supernodes,
+    backSource: config.backSource,
+    pieceSize: config.pieceSize,
+    filter: config.filter,
+    storeQuotaBytes: config.storeQuotaBytes,
+    uploadRate: config.uploadRate,
+    logger
+  }
 }
 
 export interface OpenRequest {

@@ -9,7 +9,7 @@ import { cidToDigest } from '../content/ids.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
-import { Engine } from './engine.ts'
+import { Engine, engineInitFromConfig } from './engine.ts'
 import type { Download, DownloadLayout } from './download.ts'
 import { pieceOffset } from '../content/pieces.ts'
 import { fetchThroughDaemon } from '../daemon/control-client.ts'
@@ -77,19 +77,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
   if (viaDaemon != null) return viaDaemon
 
   // An embedded node for the duration, with a fresh identity so that two fetches on one host are two peers.
-  const engine = await Engine.create({
-    privateKey: await ephemeralIdentity(),
-    dataDir: config.dataDir,
-    listen: config.listen,
-    announce: config.announce,
-    supernodes: config.supernodes,
-    backSource: config.backSource,
-    pieceSize: config.pieceSize,
-    filter: config.filter,
-    storeQuotaBytes: config.storeQuotaBytes,
-    uploadRate: config.uploadRate,
-    logger
-  })
+  const engine = await Engine.create(engineInitFromConfig(config, await ephemeralIdentity(), logger))
   const temp = tempPathFor(options.output)
   let progressTimer: NodeJS.Timeout | undefined
   try {

@@ -82,7 +82,7 @@ export class PieceClient {
   private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | HaveResponse | 'missing' | 'busy'> {
     if (this.failure != null) throw this.failure
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | HaveResponse | 'missing' | 'busy'>()
-    // close() or abort() may reject it while the write below is pending; the await at the end still sees it.
+    // close() or abort() may reject it while the write below is pending. The await at the end still receives that rejection.
     promise.catch(() => {})
     const entry: Pending = { kind, index, resolve, reject }
     if (onBytes != null) entry.onBytes = onBytes

@@ -9,7 +9,7 @@ export class RateLimiter {
   private updated = Date.now()
   private queue: Promise<void> = Promise.resolve()
 
-  /** Creates a limiter; a rate of 0 never waits. Bursts are at most one second of traffic. */
+  /** Creates a limiter. A rate of 0 never waits, and the bucket holds at most one second of traffic. */
   constructor (bytesPerSecond: number) {
     this.bytesPerSecond = bytesPerSecond
     this.tokens = bytesPerSecond

@@ -12,11 +12,15 @@ export function rankSupernodes (key: CID, supernodes: readonly string[]): string
     address,
     score: createHash('sha256').update(key.bytes).update(identityOf(address)).digest('hex')
   }))
-  scored.sort((a, b) => a.score < b.score ? 1 : a.score > b.score ? -1 : 0)
+  // Plain code-unit order, never locale order: every peer must rank alike.
+  scored.sort((a, b) => {
+    if (a.score === b.score) return 0
+    return a.score < b.score ? 1 : -1
+  })
   return scored.map(entry => entry.address)
 }
 
-/** The part of an address that names the supernode: its peer id when present, else the whole address. */
+/** Returns the part of an address that names the supernode: its peer id when present, else the whole address. */
 function identityOf (address: string): string {
   const match = /\/p2p\/([^/]+)$/.exec(address)
   return match?.[1] ?? address
