@@ -2,7 +2,7 @@
  * `dfnode fetch` on a host where `dfnode proxy` runs goes through the
  * daemon's control socket, so the host keeps one node and one store.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,18 +10,9 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
-import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+import { DfnodeProcess, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 
-interface FetchSummary {
-  digest: string
-  size: number
-  fromSupernode: number
-  fromLocal: number
-}
 
-function sha256 (bytes: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
-}
 
 describe('fetch through the host daemon', () => {
   const origin = new TestOrigin()

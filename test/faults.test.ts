@@ -3,41 +3,23 @@
  * store serves corrupt pieces, origins that fail, hang or ignore Range, and a
  * wrong --digest. Every process is a real dfnode on loopback.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, readFile, rm, open, stat, utimes } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
-import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+import { freePort } from '../e2e/lib/free-port.ts'
+import { DfnodeProcess, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { rankSupernodes } from '../src/swarm/supernodes.ts'
 
 const MiB = 1024 * 1024
 
-interface FetchSummary {
-  digest: string
-  size: number
-  fromSupernode: number
-  fromPeers: number
-  fromOrigin: number
-}
 
-/** Returns a TCP port on loopback that was free a moment ago. */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
 
-function sha256 (bytes: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
-}
 
 /** Lists files below a directory, recursively. */
 async function filesUnder (path: string): Promise<string[]> {
@@ -330,10 +312,10 @@ describe('local store', () => {
       processes.push(child)
       return child
     }
-    const first = await fetchOnce('first.out').json<FetchSummary & { fromLocal: number }>()
+    const first = await fetchOnce('first.out').json<FetchSummary>()
     assert.equal(first.fromSupernode, body.byteLength)
     const second = fetchOnce('second.out')
-    const summary = await second.json<FetchSummary & { fromLocal: number }>()
+    const summary = await second.json<FetchSummary>()
     assert.equal(summary.fromLocal, body.byteLength)
     assert.equal(summary.fromSupernode, 0)
     assert.equal(await second.exited, 0)

@@ -2,25 +2,17 @@
  * A supernode and five peers, each a separate dfnode process on loopback,
  * fetch one file at once from a real HTTP origin that counts its bytes.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
-import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+import { DfnodeProcess, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 
 const MiB = 1024 * 1024
 
-interface FetchSummary {
-  digest: string
-  size: number
-  fromSupernode: number
-  fromPeers: number
-  fromOrigin: number
-  fromLocal: number
-}
 
 describe('swarm of five peers', () => {
   const origin = new TestOrigin()
@@ -41,7 +33,7 @@ describe('swarm of five peers', () => {
 
   it('origin sends the file once', async () => {
     const body = randomBytes(64 * MiB)
-    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`
+    const digest = sha256(body)
     origin.files.set('/swarm.bin', { body })
     const supernode = await startSupernodeProcess(join(dir, 'supernode'))
     processes.push(supernode.process)
@@ -59,7 +51,7 @@ describe('swarm of five peers', () => {
     for (let index = 0; index < peers.length; index++) {
       assert.equal(summaries[index]!.digest, digest)
       const written = await readFile(join(dir, `out-${index}`))
-      assert.equal(`sha256:${createHash('sha256').update(written).digest('hex')}`, digest)
+      assert.equal(sha256(written), digest)
     }
 
     // The origin sent the file's bytes once.

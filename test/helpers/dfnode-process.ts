@@ -3,6 +3,7 @@
  * lines and stderr, and stops it when the test ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 
@@ -69,4 +70,22 @@ export async function startSupernodeProcess (dataDir: string, allowOrigin = '127
   const process = new DfnodeProcess(['supernode', '--listen', '/ip4/127.0.0.1/tcp/0', '--allow-origin', allowOrigin, '--data-dir', dataDir, ...extra])
   const address = await process.line(line => line.startsWith('/ip4/'), 30_000)
   return { process, address }
+}
+
+/** JSON summary that `dfnode fetch --json` prints. */
+export interface FetchSummary {
+  key: string
+  digest: string
+  size: number
+  output: string
+  fromSupernode: number
+  fromPeers: number
+  fromOrigin: number
+  fromLocal: number
+  ms: number
+}
+
+/** Returns `sha256:<hex>` of some bytes. */
+export function sha256 (bytes: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
 }
