@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { pickPiece, type PickerState } from '../src/swarm/piece-picker.ts'
+import { endgameReached, pickPiece, type PickerState } from '../src/swarm/piece-picker.ts'
 import { Source } from '../src/swarm/sources.ts'
 
 const IDS = [
@@ -21,14 +21,15 @@ function source (index: number, has: number[], supernode = false): Source {
 }
 
 function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, unknown?: number[] } = {}): PickerState {
-  return {
+  const base = {
     count,
-    known: index => !(options.unknown ?? []).includes(index),
-    local: index => (options.local ?? []).includes(index),
-    inflight: index => options.inflight?.[index] ?? 0,
+    known: (index: number) => !(options.unknown ?? []).includes(index),
+    local: (index: number) => (options.local ?? []).includes(index),
+    inflight: (index: number) => options.inflight?.[index] ?? 0,
     sources,
     cursor: options.cursor ?? -1
   }
+  return { ...base, endgame: endgameReached(base) }
 }
 
 describe('piece picker', () => {
@@ -66,6 +67,26 @@ describe('piece picker', () => {
   it('duplicates requests in the end game', () => {
     const a = source(0, [0, 1])
     assert.equal(pickPiece(a, state([a], 2, { local: [0], inflight: { 1: 1 } })), 1)
+  })
+
+  it('sends no duplicate while another holder offers a piece nobody was asked for', () => {
+    const a = source(0, [0])
+    const b = source(1, [0, 1])
+    b.inflight.add(0)
+    const before = state([a, b], 2, { inflight: { 0: 1 } })
+    assert.equal(before.endgame, false)
+    assert.equal(pickPiece(a, before), undefined)
+    const after = state([a, b], 2, { inflight: { 0: 1, 1: 1 } })
+    assert.equal(after.endgame, true)
+    assert.equal(pickPiece(a, after), 0)
+  })
+
+  it('enters the end game when the rest is offered only later', () => {
+    const a = source(0, [0, 1])
+    a.deferred.set(1, Date.now() + 60_000)
+    const b = source(1, [0])
+    b.inflight.add(0)
+    assert.equal(endgameReached(state([a, b], 2, { inflight: { 0: 1 } })), true)
   })
 
   it('caps end-game duplicates', () => {

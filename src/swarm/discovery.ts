@@ -20,6 +20,12 @@ export type HaveListener = (peer: PeerId, indexes: number[]) => void
 /** Delay that batches the HAVE announcements of pieces verified close together, in ms. */
 const ANNOUNCE_BATCH_MS = 50
 
+/** Interval after which a sender's unchanged addresses are merged into the peer store again, in ms. */
+const ADDRS_REFRESH_MS = 5 * 60_000
+
+/** Senders whose announced addresses are remembered, oldest dropped first. */
+const MAX_KNOWN_SENDERS = 4096
+
 /** Provide calls that may run at once; the rest wait. */
 const PROVIDE_CONCURRENCY = 4
 
@@ -29,6 +35,8 @@ export class Discovery {
   private readonly listeners = new Map<string, Set<HaveListener>>()
   private readonly pendingHaves = new Map<string, number[]>()
   private readonly provided = new Set<string>()
+  /** Addresses last merged into the peer store and when, per sender, so that repeats cost nothing. */
+  private readonly knownAddrs = new Map<string, { addrs: string, at: number }>()
   private readonly provideQueue: CID[] = []
   private provideRunning = 0
   private flushTimer?: NodeJS.Timeout
@@ -145,7 +153,14 @@ export class Discovery {
     }
 
     // Remember where the sender listens, so that a dial needs no DHT lookup.
-    if (have.addrs != null && have.addrs.length > 0) {
+    const sender = message.from.toString()
+    const addrs = have.addrs?.join(' ') ?? ''
+    const known = this.knownAddrs.get(sender)
+    const now = Date.now()
+    if (have.addrs != null && have.addrs.length > 0 && (known?.addrs !== addrs || now - known.at > ADDRS_REFRESH_MS)) {
+      this.knownAddrs.delete(sender)
+      this.knownAddrs.set(sender, { addrs, at: now })
+      if (this.knownAddrs.size > MAX_KNOWN_SENDERS) this.knownAddrs.delete(this.knownAddrs.keys().next().value!)
       try {
         const multiaddrs = have.addrs.map(address => multiaddr(address))
         void this.node.peerStore.merge(message.from, { multiaddrs }).catch(() => {})

@@ -7,7 +7,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
+import { cidOfBytes, cidOfChunks, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
@@ -19,7 +19,7 @@ import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
-import { pickPiece } from './piece-picker.ts'
+import { endgameReached, pickPiece } from './piece-picker.ts'
 import { errorFromSeedEvent, openSeed } from './seed-client.ts'
 import { Source } from './sources.ts'
 import { rankSupernodes } from './supernodes.ts'
@@ -91,6 +91,12 @@ const DIAL_TIMEOUT_MS = 10_000
 /** DHT provider lookups while downloading, every this many ms. */
 const PROVIDER_LOOKUP_MS = 4000
 
+/** Holders known to a download beyond which DHT lookups become sparse. */
+const ENOUGH_HOLDERS = 8
+
+/** With enough holders, a DHT lookup runs only every this many lookup intervals. */
+const SPARSE_LOOKUP_EVERY = 8
+
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
 
 export class Download {
@@ -122,12 +128,12 @@ export class Download {
   private readonly rejectDone: (err: Error) => void
   private readonly layoutReady = Promise.withResolvers<DownloadLayout>()
   private readonly waiters = new Map<number, Array<() => void>>()
-  private readonly pieceListeners = new Set<(index: number, bytes?: Uint8Array) => void>()
+  private readonly pieceListeners = new Set<(index: number, bytes?: readonly Uint8Array[]) => void>()
   private readonly unpins: Array<() => void> = []
   private readonly hash: Hash = createHash('sha256')
   private hashed = 0
   private hashing = false
-  private readonly recent = new Map<number, Uint8Array>()
+  private readonly recent = new Map<number, readonly Uint8Array[]>()
   private scheduled = false
   private lookingUp = false
   private readonly unreachable: string[] = []
@@ -172,6 +178,13 @@ export class Download {
     return active + (this.originInflight.size > 0 ? 1 : 0)
   }
 
+  /** Peers other than supernodes that hold pieces and are not dropped. */
+  private peerHolders (): number {
+    let holders = 0
+    for (const source of this.sources.values()) if (!source.supernode && !source.banned && source.has.size > 0) holders++
+    return holders
+  }
+
   /** Bytes verified so far. */
   received (): number {
     return this.stats.fromLocal + this.stats.fromOrigin + this.stats.fromPeers + this.stats.fromSupernode
@@ -196,7 +209,7 @@ export class Download {
    * Registers a listener called for every piece stored from now on, with its bytes when they
    * are at hand. Returns the function that removes it.
    */
-  onPiece (listener: (index: number, bytes?: Uint8Array) => void): () => void {
+  onPiece (listener: (index: number, bytes?: readonly Uint8Array[]) => void): () => void {
     this.pieceListeners.add(listener)
     return () => { this.pieceListeners.delete(listener) }
   }
@@ -230,7 +243,11 @@ export class Download {
       // Holders announce pieces by gossip; the DHT finds those that joined earlier.
       this.unwatch = discovery.watch(this.key, (peer, indexes) => { this.onHave(peer, indexes) })
       void this.lookupProviders()
-      this.timers.push(setInterval(() => { void this.lookupProviders() }, PROVIDER_LOOKUP_MS))
+      let lookupTicks = 0
+      this.timers.push(setInterval(() => {
+        // Gossip reports holders as they get pieces; with enough of them, the DHT is asked rarely.
+        if (++lookupTicks % SPARSE_LOOKUP_EVERY === 0 || this.peerHolders() < ENOUGH_HOLDERS) void this.lookupProviders()
+      }, PROVIDER_LOOKUP_MS))
       this.timers.push(setInterval(() => { this.poll() }, POLL_MS / 3))
       for (const timer of this.timers) timer.unref()
 
@@ -368,7 +385,7 @@ export class Download {
       const piece = next.value
       if (this.local[piece.index] !== true) {
         this.cids[piece.index] = piece.cid
-        await this.accept(piece.index, piece.bytes, 'origin')
+        await this.accept(piece.index, [piece.bytes], 'origin')
       }
       next = await pieces.next()
     }
@@ -544,7 +561,7 @@ export class Download {
   private schedulePass (): void {
     if (this.layout == null || this.finished || this.failure != null || this.fullBackSource) return
     const now = Date.now()
-    const state = {
+    const base = {
       count: this.layout.count,
       known: (index: number) => this.cids[index] != null,
       local: (index: number) => this.local[index] === true,
@@ -552,6 +569,7 @@ export class Download {
       sources: [...this.sources.values()].filter(source => source.usable(now)),
       cursor: this.cursor
     }
+    const state = { ...base, endgame: endgameReached(base) }
 
     // Fill each holder's request window.
     for (const source of state.sources) {
@@ -607,12 +625,12 @@ export class Download {
         }
         if (this.local[index] === true) return
         const expected = this.cids[index]
-        const actual = await cidOfBytes(bytes)
+        const actual = cidOfChunks(bytes)
         if (expected == null || !sameCid(actual, expected)) {
           this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
           return
         }
-        source.bytes += bytes.byteLength
+        for (const chunk of bytes) source.bytes += chunk.byteLength
         await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
       } catch (err) {
         if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
@@ -654,7 +672,7 @@ export class Download {
           throw new VerificationError(`origin bytes of piece ${index} of ${stripQuery(this.init.url)} hash to ${actual.toString()}, expected ${expected.toString()}: the content changed at the origin`)
         }
         this.cids[index] = actual
-        await this.accept(index, bytes, 'origin')
+        await this.accept(index, [bytes], 'origin')
       } catch (err) {
         if (this.failure == null && !this.finished) this.fail(err as Error)
       } finally {
@@ -665,7 +683,7 @@ export class Download {
   }
 
   /** Stores a verified piece, announces it and wakes readers. */
-  private async accept (index: number, bytes: Uint8Array, from: PieceFrom): Promise<void> {
+  private async accept (index: number, bytes: readonly Uint8Array[], from: PieceFrom): Promise<void> {
     const cid = this.cids[index]!
     await this.components.store.put(cid, bytes, { hashed: true })
     if (this.local[index] === true) return
@@ -676,7 +694,7 @@ export class Download {
     this.checkFinished()
   }
 
-  private markLocal (index: number, bytes: Uint8Array | undefined, from: PieceFrom): void {
+  private markLocal (index: number, bytes: readonly Uint8Array[] | undefined, from: PieceFrom): void {
     const layout = this.layout!
     this.local[index] = true
     this.localCount++
@@ -702,7 +720,8 @@ export class Download {
         const index = this.hashed
         const bytes = this.recent.get(index) ?? await this.components.store.get(this.cids[index]!)
         if (bytes == null) throw new VerificationError(`stored piece ${index} of ${this.key.toString()} vanished or failed verification`)
-        this.hash.update(bytes)
+        if (bytes instanceof Uint8Array) this.hash.update(bytes)
+        else for (const chunk of bytes) this.hash.update(chunk)
         this.recent.delete(index)
         this.hashed++
       }

@@ -42,22 +42,21 @@ export class FramedStream {
     }
   }
 
-  /** Reads exactly `length` bytes sent with writeData into one buffer. */
-  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array> {
-    const out = new Uint8Array(length)
+  /**
+   * Reads exactly `length` bytes sent with writeData. They come back as the chunks the
+   * connection delivered, in order and not copied: hashing and writing take chunks as well.
+   */
+  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array[]> {
+    const chunks: Uint8Array[] = []
     let filled = 0
     while (filled < length) {
       const list = await this.lp.read(options)
       if (list.byteLength > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
-      let at = filled
-      for (const part of list) {
-        out.set(part, at)
-        at += part.byteLength
-      }
+      for (const part of list) chunks.push(part)
       filled += list.byteLength
       onChunk?.(list.byteLength)
     }
-    return out
+    return chunks
   }
 
   async close (): Promise<void> {

@@ -15,6 +15,11 @@ export interface PickerState {
   sources: Iterable<Source>
   /** Index a streaming reader waits for, or -1. */
   cursor: number
+  /**
+   * True once no holder offers a missing piece that is not requested yet (see `endgameReached`).
+   * Only then may a piece be requested from a second holder.
+   */
+  endgame: boolean
 }
 
 /** Pieces after the cursor that are fetched in index order before rarest-first applies. */
@@ -23,11 +28,31 @@ export const CURSOR_WINDOW = 8
 /** Most requests for one piece at once in the end game. */
 export const ENDGAME_DUPLICATES = 2
 
+/** Tells whether `source` could be asked for piece `index` now. */
+function wantedFrom (source: Source, index: number, state: Omit<PickerState, 'endgame'>, now: number): boolean {
+  return !state.local(index) && state.known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
+}
+
+/**
+ * Tells whether the download is in its end game: no holder offers a missing
+ * piece that nobody has been asked for yet. Before that, a second request for a
+ * piece only costs a holder's upload that another piece could have used.
+ */
+export function endgameReached (state: Omit<PickerState, 'endgame'>): boolean {
+  const now = Date.now()
+  const holders = [...state.sources].filter(source => !source.banned)
+  for (let index = 0; index < state.count; index++) {
+    if (state.local(index) || state.inflight(index) > 0) continue
+    if (holders.some(source => wantedFrom(source, index, state, now))) return false
+  }
+  return true
+}
+
 /** Returns the piece to request from `source`, or undefined when it has nothing useful. */
 export function pickPiece (source: Source, state: PickerState): number | undefined {
-  const { count, known, local, inflight, cursor } = state
+  const { local, inflight, cursor, count } = state
   const now = Date.now()
-  const wanted = (index: number): boolean => !local(index) && known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
+  const wanted = (index: number): boolean => wantedFrom(source, index, state, now)
 
   // A streaming reader's next pieces come first, in order.
   if (cursor >= 0) {
@@ -59,9 +84,9 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
       best = index
     }
   }
-  if (best != null || missing === 0) return best
+  if (best != null || missing === 0 || !state.endgame) return best
 
-  // End game: every piece this holder could give is in flight elsewhere; duplicate the least requested.
+  // End game: every missing piece any holder offers is in flight; duplicate the least requested.
   let endgame: number | undefined
   let fewest = ENDGAME_DUPLICATES
   for (const index of source.has) {
