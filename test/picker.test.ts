@@ -69,24 +69,22 @@ describe('piece picker', () => {
     assert.equal(pickPiece(a, state([a], 2, { local: [0], inflight: { 1: 1 } })), 1)
   })
 
-  it('sends no duplicate while another holder offers a piece nobody was asked for', () => {
+  it('sends no duplicate while a missing piece is not requested', () => {
     const a = source(0, [0])
     const b = source(1, [0, 1])
     b.inflight.add(0)
-    const before = state([a, b], 2, { inflight: { 0: 1 } })
+    const before = state([a, b], 3, { inflight: { 0: 1 } })
     assert.equal(before.endgame, false)
     assert.equal(pickPiece(a, before), undefined)
-    const after = state([a, b], 2, { inflight: { 0: 1, 1: 1 } })
-    assert.equal(after.endgame, true)
-    assert.equal(pickPiece(a, after), 0)
-  })
 
-  it('enters the end game when the rest is offered only later', () => {
-    const a = source(0, [0, 1])
-    a.deferred.set(1, Date.now() + 60_000)
-    const b = source(1, [0])
-    b.inflight.add(0)
-    assert.equal(endgameReached(state([a, b], 2, { inflight: { 0: 1 } })), true)
+    // Piece 2 is offered by nobody yet: still no end game.
+    const offeredOnly = state([a, b], 3, { inflight: { 0: 1, 1: 1 } })
+    assert.equal(offeredOnly.endgame, false)
+    assert.equal(pickPiece(a, offeredOnly), undefined)
+
+    const tail = state([a, b], 3, { local: [2], inflight: { 0: 1, 1: 1 } })
+    assert.equal(tail.endgame, true)
+    assert.equal(pickPiece(a, tail), 0)
   })
 
   it('caps end-game duplicates', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -9,8 +9,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { pino, type Logger } from 'pino'
-import { cidOfBytes, cidOfChunks, urlKey } from '../src/content/ids.ts'
-import { writeChunksAt } from '../src/store/atomic-file.ts'
+import { cidOfBytes, urlKey } from '../src/content/ids.ts'
 import { decodeManifest, encodeManifest } from '../src/content/manifest.ts'
 import { UsageError, VerificationError } from '../src/errors.ts'
 import { ContentRecords, CONTENTS_DIR, CORRUPT_SUFFIX, type ContentRecord } from '../src/store/content-records.ts'
@@ -101,38 +100,6 @@ describe('PieceStore', () => {
     assert.equal(await store.get(piece.cid), undefined)
     assert.deepEqual(await readdir(join(dir, PIECES_DIR)), [])
     await store.stop()
-  })
-
-  it('puts a piece given as chunks, and checks their hash', async () => {
-    const dir = await makeTempDir()
-    const store = new PieceStore({ dir })
-    await store.start()
-    const piece = await makePiece(300_000)
-    // Uneven chunks, an empty one included, as a network read delivers them.
-    const chunks = [piece.bytes.subarray(0, 1), piece.bytes.subarray(1, 1), piece.bytes.subarray(1, 65_537), piece.bytes.subarray(65_537)]
-    assert.ok(cidOfChunks(chunks).equals(piece.cid))
-
-    const swapped = [chunks[2]!, chunks[0]!, chunks[3]!]
-    await assert.rejects(store.put(piece.cid, swapped), VerificationError)
-    assert.equal(store.has(piece.cid), false)
-
-    await store.put(piece.cid, chunks)
-    assert.equal(store.sizeOf(piece.cid), 300_000)
-    assert.deepEqual(new Uint8Array(await readFile(piecePath(dir, piece.cid))), piece.bytes)
-    await store.stop()
-  })
-
-  it('writes chunks at an offset of a file', async () => {
-    const dir = await makeTempDir()
-    const path = join(dir, 'out')
-    await writeFile(path, new Uint8Array(10))
-    const file = await open(path, 'r+')
-    try {
-      await writeChunksAt(file, [new Uint8Array([1, 2]), new Uint8Array(), new Uint8Array([3])], 4)
-    } finally {
-      await file.close()
-    }
-    assert.deepEqual([...await readFile(path)], [0, 0, 0, 0, 1, 2, 3, 0, 0, 0])
   })
 
   it('rejects CIDs that cannot name a piece', async () => {

@@ -5,7 +5,6 @@
  */
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import { createHash } from 'node:crypto'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as Digest from 'multiformats/hashes/digest'
 import { UsageError } from '../errors.ts'
@@ -57,13 +56,6 @@ export function isUrlKey (cid: CID): boolean {
 /** Computes the CID of a byte string: CIDv1(raw, sha2-256). */
 export async function cidOfBytes (bytes: Uint8Array): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(bytes))
-}
-
-/** Computes the CID of bytes held as consecutive chunks, the same as `cidOfBytes` of their concatenation. */
-export function cidOfChunks (chunks: readonly Uint8Array[]): CID {
-  const hash = createHash('sha256')
-  for (const chunk of chunks) hash.update(chunk)
-  return cidOfSha256(hash.digest())
 }
 
 /** Builds the content CID of a finished sha256 hash. */

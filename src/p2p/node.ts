@@ -12,6 +12,7 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { noiseCrypto } from './noise-crypto.ts'
 
 /** Protocol id of dfnode's DHT, kept apart from the public IPFS DHT. */
 export const DHT_PROTOCOL = '/dfnode/kad/1.0.0'
@@ -46,7 +47,7 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
       announce: init.announce ?? []
     },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionManager: {
       maxConnections: 512

@@ -5,7 +5,7 @@
  * either the old file or the whole new one.
  */
 import { randomBytes } from 'node:crypto'
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
+import { open, rename, unlink } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
 /** Marker between a target name and the owner pid in a temp file name. */
@@ -67,15 +67,14 @@ export interface AtomicWriteOptions {
  * Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
  * Removes the temp file when a step fails and rethrows the error.
  */
-export async function writeFileAtomic (path: string, bytes: Uint8Array | readonly Uint8Array[], options: AtomicWriteOptions = {}): Promise<void> {
+export async function writeFileAtomic (path: string, bytes: Uint8Array, options: AtomicWriteOptions = {}): Promise<void> {
   const durable = options.durable ?? true
   const tempPath = tempPathOf(path)
 
   try {
     const file = await open(tempPath, 'wx')
     try {
-      if (bytes instanceof Uint8Array) await file.writeFile(bytes)
-      else await writeChunksAt(file, bytes, 0)
+      await file.writeFile(bytes)
       if (durable) await file.sync()
     } finally {
       await file.close()
@@ -87,23 +86,6 @@ export async function writeFileAtomic (path: string, bytes: Uint8Array | readonl
   }
 
   if (durable) await syncDirectory(dirname(path))
-}
-
-/**
- * Writes consecutive chunks at `position` with as few system calls as the kernel allows,
- * continuing after a short write.
- */
-export async function writeChunksAt (file: FileHandle, chunks: readonly Uint8Array[], position: number): Promise<void> {
-  let rest = chunks.filter(chunk => chunk.byteLength > 0)
-  while (rest.length > 0) {
-    let { bytesWritten } = await file.writev(rest, position)
-    if (bytesWritten === 0) throw new Error(`writing at offset ${position} made no progress`)
-    position += bytesWritten
-    let skipped = 0
-    while (skipped < rest.length && bytesWritten >= rest[skipped]!.byteLength) bytesWritten -= rest[skipped++]!.byteLength
-    rest = rest.slice(skipped)
-    if (bytesWritten > 0) rest[0] = rest[0]!.subarray(bytesWritten)
-  }
 }
 
 /** Fsyncs a directory so a rename or unlink in it survives a crash. */

@@ -7,7 +7,7 @@
 import { lstat, mkdir, open, readdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfChunks, isContentCid } from '../content/ids.ts'
+import { cidOfBytes, isContentCid } from '../content/ids.ts'
 import { MAX_PIECE_SIZE } from '../content/pieces.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import { silentLogger, type Logger } from '../log.ts'
@@ -120,11 +120,10 @@ export class PieceStore {
    * in the same dir, fsyncs, renames. Concurrent puts of the same CID, also from two processes
    * sharing the dir, both succeed and leave one correct file.
    */
-  async put (cid: CID, bytes: Uint8Array | readonly Uint8Array[], options: PutOptions = {}): Promise<void> {
+  async put (cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
     const key = keyOf(cid)
-    const length = bytes instanceof Uint8Array ? bytes.byteLength : bytes.reduce((sum, chunk) => sum + chunk.byteLength, 0)
-    if (length > MAX_PIECE_SIZE) {
-      throw new UsageError(`piece ${key} is ${length} bytes, over the limit of ${MAX_PIECE_SIZE}; cut the content into smaller pieces`)
+    if (bytes.byteLength > MAX_PIECE_SIZE) {
+      throw new UsageError(`piece ${key} is ${bytes.byteLength} bytes, over the limit of ${MAX_PIECE_SIZE}; cut the content into smaller pieces`)
     }
 
     // The pin keeps the new piece out of the eviction that this put may trigger.
@@ -132,7 +131,7 @@ export class PieceStore {
     try {
       // 1. Verify the bytes, so nothing corrupt reaches the disk.
       options.signal?.throwIfAborted()
-      const actual = options.hashed === true ? cid : bytes instanceof Uint8Array ? await cidOfBytes(bytes) : cidOfChunks(bytes)
+      const actual = options.hashed === true ? cid : await cidOfBytes(bytes)
       if (!actual.equals(cid)) {
         throw new VerificationError(`bytes of piece ${key} hash to ${actual.toString()}, so the piece was not stored; fetch it again from another source`)
       }
@@ -148,9 +147,9 @@ export class PieceStore {
         const path = this.pathOf(key)
         await this.ensureShard(dirname(path))
         await writeFileAtomic(path, bytes, { durable: false })
-        this.index.add(key, length)
+        this.index.add(key, bytes.byteLength)
         await this.rememberVerified(key, path)
-        this.log.debug({ cid: key, bytes: length }, 'stored piece')
+        this.log.debug({ cid: key, bytes: bytes.byteLength }, 'stored piece')
       })
 
       // 3. Evict least-recently-used pieces above the quota.

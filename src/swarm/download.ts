@@ -7,7 +7,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfChunks, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
+import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
@@ -91,8 +91,12 @@ const DIAL_TIMEOUT_MS = 10_000
 /** DHT provider lookups while downloading, every this many ms. */
 const PROVIDER_LOOKUP_MS = 4000
 
+/** Failed requests in a row after which a peer, or a supernode, no longer keeps a piece from the origin. */
+const PEER_CHANCES = 2
+const SUPERNODE_CHANCES = 4
+
 /** Holders known to a download beyond which DHT lookups become sparse. */
-const ENOUGH_HOLDERS = 8
+const ENOUGH_HOLDERS = 4
 
 /** With enough holders, a DHT lookup runs only every this many lookup intervals. */
 const SPARSE_LOOKUP_EVERY = 8
@@ -128,14 +132,18 @@ export class Download {
   private readonly rejectDone: (err: Error) => void
   private readonly layoutReady = Promise.withResolvers<DownloadLayout>()
   private readonly waiters = new Map<number, Array<() => void>>()
-  private readonly pieceListeners = new Set<(index: number, bytes?: readonly Uint8Array[]) => void>()
+  private readonly pieceListeners = new Set<(index: number, bytes?: Uint8Array) => void>()
   private readonly unpins: Array<() => void> = []
   private readonly hash: Hash = createHash('sha256')
   private hashed = 0
   private hashing = false
-  private readonly recent = new Map<number, readonly Uint8Array[]>()
+  private readonly recent = new Map<number, Uint8Array>()
   private scheduled = false
   private lookingUp = false
+  /** Piece bytes received after the piece was stored from another source (end-game copies). */
+  private duplicateBytes = 0
+  /** Piece bytes received on requests that failed before the piece was complete. */
+  private abortedBytes = 0
   private readonly unreachable: string[] = []
   private readonly refused: string[] = []
   private unwatch?: () => void
@@ -209,7 +217,7 @@ export class Download {
    * Registers a listener called for every piece stored from now on, with its bytes when they
    * are at hand. Returns the function that removes it.
    */
-  onPiece (listener: (index: number, bytes?: readonly Uint8Array[]) => void): () => void {
+  onPiece (listener: (index: number, bytes?: Uint8Array) => void): () => void {
     this.pieceListeners.add(listener)
     return () => { this.pieceListeners.delete(listener) }
   }
@@ -385,7 +393,7 @@ export class Download {
       const piece = next.value
       if (this.local[piece.index] !== true) {
         this.cids[piece.index] = piece.cid
-        await this.accept(piece.index, [piece.bytes], 'origin')
+        await this.accept(piece.index, piece.bytes, 'origin')
       }
       next = await pieces.next()
     }
@@ -593,14 +601,16 @@ export class Download {
   }
 
   /**
-   * Tells whether a holder can supply a piece soon: a usable one, or one in back-off after a
-   * single failure, which gets one more chance before the origin is asked.
+   * Tells whether a holder can supply a piece soon: a usable one, or one in back-off after few
+   * failures, which gets more chances before the origin is asked. A supernode that finished
+   * seeding holds every piece; when it is slow (a stalled request on a busy host), waiting for
+   * it keeps the origin's bytes at one copy, so it gets more chances than a peer.
    */
   private offered (index: number, now: number): boolean {
     if (this.cids[index] == null) return false
     for (const source of this.sources.values()) {
       if (!source.has.has(index) || source.banned) continue
-      if (source.usable(now) || source.failures < 2) return true
+      if (source.usable(now) || source.failures < (source.supernode ? SUPERNODE_CHANCES : PEER_CHANCES)) return true
     }
     return false
   }
@@ -609,11 +619,12 @@ export class Download {
     this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece requested')
     source.inflight.add(index)
     this.inflightCount[index] = (this.inflightCount[index] ?? 0) + 1
+    let received = 0
     void (async () => {
       try {
         const client = await this.clientFor(source)
         if (client == null) return
-        const bytes = await client.get(index)
+        const bytes = await client.get(index, count => { received += count })
         if (bytes === 'missing') {
           source.has.delete(index)
           return
@@ -623,16 +634,20 @@ export class Download {
           setTimeout(() => { this.schedule() }, BUSY_RETRY_MS).unref()
           return
         }
-        if (this.local[index] === true) return
+        if (this.local[index] === true) {
+          this.duplicateBytes += bytes.byteLength
+          return
+        }
         const expected = this.cids[index]
-        const actual = cidOfChunks(bytes)
+        const actual = await cidOfBytes(bytes)
         if (expected == null || !sameCid(actual, expected)) {
           this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
           return
         }
-        for (const chunk of bytes) source.bytes += chunk.byteLength
+        source.bytes += bytes.byteLength
         await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
       } catch (err) {
+        this.abortedBytes += received
         if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
       } finally {
         source.inflight.delete(index)
@@ -672,7 +687,7 @@ export class Download {
           throw new VerificationError(`origin bytes of piece ${index} of ${stripQuery(this.init.url)} hash to ${actual.toString()}, expected ${expected.toString()}: the content changed at the origin`)
         }
         this.cids[index] = actual
-        await this.accept(index, [bytes], 'origin')
+        await this.accept(index, bytes, 'origin')
       } catch (err) {
         if (this.failure == null && !this.finished) this.fail(err as Error)
       } finally {
@@ -683,7 +698,7 @@ export class Download {
   }
 
   /** Stores a verified piece, announces it and wakes readers. */
-  private async accept (index: number, bytes: readonly Uint8Array[], from: PieceFrom): Promise<void> {
+  private async accept (index: number, bytes: Uint8Array, from: PieceFrom): Promise<void> {
     const cid = this.cids[index]!
     await this.components.store.put(cid, bytes, { hashed: true })
     if (this.local[index] === true) return
@@ -694,7 +709,7 @@ export class Download {
     this.checkFinished()
   }
 
-  private markLocal (index: number, bytes: readonly Uint8Array[] | undefined, from: PieceFrom): void {
+  private markLocal (index: number, bytes: Uint8Array | undefined, from: PieceFrom): void {
     const layout = this.layout!
     this.local[index] = true
     this.localCount++
@@ -720,8 +735,7 @@ export class Download {
         const index = this.hashed
         const bytes = this.recent.get(index) ?? await this.components.store.get(this.cids[index]!)
         if (bytes == null) throw new VerificationError(`stored piece ${index} of ${this.key.toString()} vanished or failed verification`)
-        if (bytes instanceof Uint8Array) this.hash.update(bytes)
-        else for (const chunk of bytes) this.hash.update(chunk)
+        this.hash.update(bytes)
         this.recent.delete(index)
         this.hashed++
       }
@@ -753,7 +767,7 @@ export class Download {
     this.saveRecord()
     this.components.discovery.provide(this.key)
     this.cleanup()
-    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, ms: Date.now() - this.started }, 'download complete')
+    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, duplicateBytes: this.duplicateBytes, abortedBytes: this.abortedBytes, ms: Date.now() - this.started }, 'download complete')
     this.resolveDone()
   }
 

@@ -14,7 +14,6 @@ import type { Download, DownloadLayout } from './download.ts'
 import { pieceOffset } from '../content/pieces.ts'
 import { fetchThroughDaemon } from '../daemon/control-client.ts'
 import { controlSocketPath } from '../daemon/control-protocol.ts'
-import { writeChunksAt } from '../store/atomic-file.ts'
 
 export interface FetchOptions {
   /** URL to download (http or https). */
@@ -187,7 +186,7 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
   let chain: Promise<void> = Promise.resolve()
   let failure: Error | undefined
 
-  const enqueue = (index: number, bytes?: readonly Uint8Array[]): void => {
+  const enqueue = (index: number, bytes?: Uint8Array): void => {
     if (written.has(index)) return
     written.add(index)
     queued++
@@ -196,7 +195,7 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
       const cid = download.cidOf(index)
       const data = kept ?? (cid != null ? await engine.store.get(cid) : undefined)
       if (data == null) throw new VerificationError(`piece ${index} of ${download.key.toString()} is missing from the store`)
-      await writeChunksAt(file, data instanceof Uint8Array ? [data] : data, pieceOffset(index, layout.pieceSize))
+      await file.write(data, 0, data.byteLength, pieceOffset(index, layout.pieceSize))
     }).catch((err: Error) => { failure ??= err }).finally(() => { queued-- })
   }
 

@@ -43,20 +43,25 @@ export class FramedStream {
   }
 
   /**
-   * Reads exactly `length` bytes sent with writeData. They come back as the chunks the
-   * connection delivered, in order and not copied: hashing and writing take chunks as well.
+   * Reads exactly `length` bytes sent with writeData into one buffer. The buffer is not zeroed
+   * first: every byte of it is written before it is returned, and it is dropped on an error.
    */
-  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array[]> {
-    const chunks: Uint8Array[] = []
+  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array> {
+    const unzeroed = Buffer.allocUnsafe(length)
+    const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, length)
     let filled = 0
     while (filled < length) {
       const list = await this.lp.read(options)
       if (list.byteLength > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
-      for (const part of list) chunks.push(part)
+      let at = filled
+      for (const part of list) {
+        out.set(part, at)
+        at += part.byteLength
+      }
       filled += list.byteLength
       onChunk?.(list.byteLength)
     }
-    return chunks
+    return out
   }
 
   async close (): Promise<void> {

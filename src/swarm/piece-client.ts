@@ -14,7 +14,7 @@ type HaveResponse = Extract<PieceResponse, { t: 'have' }>
 interface Pending {
   kind: 'have' | 'get'
   index: number
-  resolve: (value: Uint8Array[] | HaveResponse | 'missing' | 'busy') => void
+  resolve: (value: Uint8Array | HaveResponse | 'missing' | 'busy') => void
   reject: (err: Error) => void
   onBytes?: (bytes: number) => void
 }
@@ -56,10 +56,10 @@ export class PieceClient {
 
   /**
    * Fetches piece `index`; resolves 'missing' when the peer no longer has it and
-   * 'busy' when it wants the piece fetched from others first. The bytes come as consecutive chunks.
+   * 'busy' when it wants the piece fetched from others first.
    */
-  async get (index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array[] | 'missing' | 'busy'> {
-    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as Uint8Array[] | 'missing' | 'busy'
+  async get (index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | 'missing' | 'busy'> {
+    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as Uint8Array | 'missing' | 'busy'
   }
 
   /** Fails every request in flight and closes the stream. */
@@ -79,9 +79,9 @@ export class PieceClient {
     await this.framed.close()
   }
 
-  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array[] | HaveResponse | 'missing' | 'busy'> {
+  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | HaveResponse | 'missing' | 'busy'> {
     if (this.failure != null) throw this.failure
-    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array[] | HaveResponse | 'missing' | 'busy'>()
+    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | HaveResponse | 'missing' | 'busy'>()
     // close() or abort() may reject it while the write below is pending. The await at the end still receives that rejection.
     promise.catch(() => {})
     const entry: Pending = { kind, index, resolve, reject }

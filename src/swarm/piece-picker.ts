@@ -15,10 +15,7 @@ export interface PickerState {
   sources: Iterable<Source>
   /** Index a streaming reader waits for, or -1. */
   cursor: number
-  /**
-   * True once no holder offers a missing piece that is not requested yet (see `endgameReached`).
-   * Only then may a piece be requested from a second holder.
-   */
+  /** True once every missing piece is requested (see `endgameReached`); only then may a piece be requested twice. */
   endgame: boolean
 }
 
@@ -29,21 +26,20 @@ export const CURSOR_WINDOW = 8
 export const ENDGAME_DUPLICATES = 2
 
 /** Tells whether `source` could be asked for piece `index` now. */
-function wantedFrom (source: Source, index: number, state: Omit<PickerState, 'endgame'>, now: number): boolean {
+function wantedFrom (source: Source, index: number, state: PickerState, now: number): boolean {
   return !state.local(index) && state.known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
 }
 
 /**
- * Tells whether the download is in its end game: no holder offers a missing
- * piece that nobody has been asked for yet. Before that, a second request for a
- * piece only costs a holder's upload that another piece could have used.
+ * Tells whether the download is in its end game: every missing piece has been
+ * requested from some holder. Before that, a second request for a piece only
+ * costs a holder upload that a missing piece could have used. A piece that no
+ * holder offers yet also keeps the end game off: the swarm has not got it, so
+ * the peers are not at their tail.
  */
-export function endgameReached (state: Omit<PickerState, 'endgame'>): boolean {
-  const now = Date.now()
-  const holders = [...state.sources].filter(source => !source.banned)
+export function endgameReached (state: Pick<PickerState, 'count' | 'local' | 'inflight'>): boolean {
   for (let index = 0; index < state.count; index++) {
-    if (state.local(index) || state.inflight(index) > 0) continue
-    if (holders.some(source => wantedFrom(source, index, state, now))) return false
+    if (!state.local(index) && state.inflight(index) === 0) return false
   }
   return true
 }
@@ -86,7 +82,7 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
   }
   if (best != null || missing === 0 || !state.endgame) return best
 
-  // End game: every missing piece any holder offers is in flight; duplicate the least requested.
+  // End game: every missing piece is in flight; duplicate the least requested.
   let endgame: number | undefined
   let fewest = ENDGAME_DUPLICATES
   for (const index of source.has) {
