@@ -42,7 +42,8 @@ Options:
   --systems LIST        systems to run, in order: ${SYSTEM_IDS.join(',')} (default all)
   --out FILE            also write the markdown report to FILE
   --svg FILE            completion-time CDF plot (default docs/bench/swarm-cdf.svg)
-  --json FILE           also write the raw results as JSON
+  --json FILE           also write the raw results as JSON (after every system, so a run cut
+                        short keeps what finished)
   --timeout-s N         seconds from the start until a system's peers count as failed
                         (default 3 x N x size / origin rate + 60)
   --origin-port N       TCP port of the HTTP origin (default 8080)

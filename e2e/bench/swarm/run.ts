@@ -114,6 +114,7 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
       const origin = await startOrigin({ host: testbed.host(ORIGIN.name), port: options.originPort, file, nodeBinary: nodeBinary(), usageDir: workDir })
 
       const scenario: ScenarioResult = { peerCount, lowerBound: bound, records: [] }
+      results.scenarios.push(scenario)
       for (const id of options.systems) {
         const system = SYSTEMS[id]
         if (system == null) continue
@@ -133,8 +134,10 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
         scenario.records.push(record)
         const times = record.peers.map((peer) => peer.completedSeconds).filter((value) => value != null)
         log.info({ system: id, peerCount, status: record.status, lastSeconds: times.length > 0 ? Math.max(...times) : undefined, failure: record.failure }, 'system done')
+
+        // A run cut short keeps every finished system: --from-json renders what the file holds.
+        if (options.json != null) await writeOutput(options.json, JSON.stringify(results, null, 2) + '\n')
       }
-      results.scenarios.push(scenario)
 
       await origin.process.stop()
       await testbed.destroy()
