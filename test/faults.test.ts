@@ -3,8 +3,10 @@
  * store serves corrupt pieces, origins that fail, hang or ignore Range, and a
  * wrong --digest. Every process is a real dfnode on loopback.
  */
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, open, stat, utimes } from 'node:fs/promises'
+import { promisify } from 'node:util'
+import { mkdtemp, readdir, readFile, rm, open } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,6 +17,8 @@ import { freePort } from '../e2e/lib/free-port.ts'
 import { DfnodeProcess, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { rankSupernodes } from '../src/swarm/supernodes.ts'
+
+const execFileAsync = promisify(execFile)
 
 const MiB = 1024 * 1024
 
@@ -99,14 +103,17 @@ describe('faults', () => {
     assert.equal(held.fromOrigin, body.byteLength)
 
     // Its piece files rot on disk after it verified them: same inode, same modification time.
+    // The time goes back through touch with the nanoseconds stat printed, because utimes takes
+    // float seconds, which can land a nanosecond off and so change the holder's file stamp.
     const pieces = (await filesUnder(join(dir, 'corrupt-holder', 'store', 'pieces'))).filter(path => !path.includes('.tmp-'))
     assert.ok(pieces.length >= 4, `holder stored ${pieces.length} pieces`)
     for (const path of pieces) {
-      const before = await stat(path)
+      const mtime = (await execFileAsync('stat', ['-c', '%.9Y', path])).stdout.trim()
       const file = await open(path, 'r+')
       await file.write(Buffer.from('corrupt!'), 0, 8, 0)
       await file.close()
-      await utimes(path, before.atime, before.mtime)
+      await execFileAsync('touch', ['-m', '-d', `@${mtime}`, path])
+      assert.equal((await execFileAsync('stat', ['-c', '%.9Y', path])).stdout.trim(), mtime)
     }
     const servedBefore = origin.served.get('/corrupt.bin') ?? 0
 

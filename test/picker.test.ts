@@ -21,15 +21,17 @@ function source (index: number, has: number[], supernode = false): Source {
 }
 
 function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, unknown?: number[] } = {}): PickerState {
-  const base = {
+  const local = (index: number): boolean => (options.local ?? []).includes(index)
+  const requested = Object.entries(options.inflight ?? {}).filter(([, requests]) => requests > 0).map(([index]) => Number(index))
+  return {
     count,
-    known: (index: number) => !(options.unknown ?? []).includes(index),
-    local: (index: number) => (options.local ?? []).includes(index),
-    inflight: (index: number) => options.inflight?.[index] ?? 0,
+    known: index => !(options.unknown ?? []).includes(index),
+    local,
+    inflight: index => options.inflight?.[index] ?? 0,
     sources,
-    cursor: options.cursor ?? -1
+    cursor: options.cursor ?? -1,
+    endgame: endgameReached(count - (options.local ?? []).length, requested, local)
   }
-  return { ...base, endgame: endgameReached(base) }
 }
 
 describe('piece picker', () => {
@@ -77,7 +79,7 @@ describe('piece picker', () => {
     assert.equal(before.endgame, false)
     assert.equal(pickPiece(a, before), undefined)
 
-    // Piece 2 is offered by nobody yet: still no end game.
+    // No holder offers piece 2 yet, so the end game has not started.
     const offeredOnly = state([a, b], 3, { inflight: { 0: 1, 1: 1 } })
     assert.equal(offeredOnly.endgame, false)
     assert.equal(pickPiece(a, offeredOnly), undefined)
@@ -85,6 +87,13 @@ describe('piece picker', () => {
     const tail = state([a, b], 3, { local: [2], inflight: { 0: 1, 1: 1 } })
     assert.equal(tail.endgame, true)
     assert.equal(pickPiece(a, tail), 0)
+  })
+
+  it('counts only missing requested pieces', () => {
+    assert.equal(endgameReached(2, [0, 1], () => false), true)
+    assert.equal(endgameReached(2, [0, 1, 2], index => index === 0), true)
+    assert.equal(endgameReached(2, [0, 1], index => index === 0), false)
+    assert.equal(endgameReached(0, [], () => true), true)
   })
 
   it('caps end-game duplicates', () => {

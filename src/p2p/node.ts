@@ -73,8 +73,8 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
         floodPublish: true,
         heartbeatInterval: 500,
         maxInboundDataLength: 1024 * 1024,
-        // Flood publishing delivers each message several times. Without a fast id, gossipsub checks
-        // the signature of every copy before it sees the duplicate; this id is the default message id
+        // Flood publishing delivers each message several times. Without a fast id, gossipsub checks the
+        // signature of every copy before it finds the duplicate. This id is the default message id
         // (sender and sequence number), read from the raw message.
         fastMsgIdFn: fastMessageId
       })

@@ -12,7 +12,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 const CIPHER = 'chacha20-poly1305'
 const TAG_BYTES = 16
 
-/** Below this size the library's WebAssembly cipher is faster than Node's, as its own default does. */
+/** Size below which the library's WebAssembly cipher is used, as in the library's default crypto. */
 const NATIVE_MIN_BYTES = 1200
 
 interface CachedKey {
@@ -24,6 +24,7 @@ interface CachedKey {
 /** Session keys, by the array that noise keeps each key in. A key array lives as long as its cipher state. */
 const keys = new WeakMap<Uint8Array, CachedKey>()
 
+/** Returns the key object of session key `k`, created on first use. */
 function keyObjectOf (k: Uint8Array): KeyObject {
   const cached = keys.get(k)
   if (cached != null && cached.raw.equals(k)) return cached.key
@@ -33,6 +34,7 @@ function keyObjectOf (k: Uint8Array): KeyObject {
   return key
 }
 
+/** Encrypts one noise message and appends its tag. */
 function encrypt (plaintext: Uint8Array | Uint8ArrayList, nonce: Uint8Array, ad: Uint8Array, k: Uint8Array): Uint8Array | Uint8ArrayList {
   if (plaintext.byteLength < NATIVE_MIN_BYTES) return defaultCrypto.chaCha20Poly1305Encrypt(plaintext, nonce, ad, k)
   const cipher = createCipheriv(CIPHER, keyObjectOf(k), nonce, { authTagLength: TAG_BYTES })
@@ -47,6 +49,7 @@ function encrypt (plaintext: Uint8Array | Uint8ArrayList, nonce: Uint8Array, ad:
   return output
 }
 
+/** Checks the tag of one noise message and decrypts it; throws when the tag does not match. */
 function decrypt (ciphertext: Uint8Array | Uint8ArrayList, nonce: Uint8Array, ad: Uint8Array, k: Uint8Array, dst?: Uint8Array): Uint8Array | Uint8ArrayList {
   if (ciphertext.byteLength < NATIVE_MIN_BYTES) return defaultCrypto.chaCha20Poly1305Decrypt(ciphertext, nonce, ad, k, dst)
   const length = ciphertext.byteLength - TAG_BYTES

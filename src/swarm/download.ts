@@ -91,8 +91,10 @@ const DIAL_TIMEOUT_MS = 10_000
 /** DHT provider lookups while downloading, every this many ms. */
 const PROVIDER_LOOKUP_MS = 4000
 
-/** Failed requests in a row after which a peer, or a supernode, no longer keeps a piece from the origin. */
+/** Failed requests in a row after which a peer no longer keeps its pieces from the origin. */
 const PEER_CHANCES = 2
+
+/** Failed requests in a row after which a supernode no longer keeps its pieces from the origin. */
 const SUPERNODE_CHANCES = 4
 
 /** Holders known to a download beyond which DHT lookups become sparse. */
@@ -121,6 +123,8 @@ export class Download {
   private local: boolean[] = []
   private localCount = 0
   private inflightCount: number[] = []
+  /** Pieces with at least one request in flight to a holder. */
+  private readonly requested = new Set<number>()
   private originInflight = new Set<number>()
   private expectedContent?: CID
   private seedLost = false
@@ -253,7 +257,7 @@ export class Download {
       void this.lookupProviders()
       let lookupTicks = 0
       this.timers.push(setInterval(() => {
-        // Gossip reports holders as they get pieces; with enough of them, the DHT is asked rarely.
+        // Gossip reports holders as they get pieces. With enough of them, the DHT is queried rarely.
         if (++lookupTicks % SPARSE_LOOKUP_EVERY === 0 || this.peerHolders() < ENOUGH_HOLDERS) void this.lookupProviders()
       }, PROVIDER_LOOKUP_MS))
       this.timers.push(setInterval(() => { this.poll() }, POLL_MS / 3))
@@ -569,15 +573,16 @@ export class Download {
   private schedulePass (): void {
     if (this.layout == null || this.finished || this.failure != null || this.fullBackSource) return
     const now = Date.now()
-    const base = {
+    const local = (index: number): boolean => this.local[index] === true
+    const state = {
       count: this.layout.count,
       known: (index: number) => this.cids[index] != null,
-      local: (index: number) => this.local[index] === true,
+      local,
       inflight: (index: number) => this.inflightCount[index] ?? 0,
       sources: [...this.sources.values()].filter(source => source.usable(now)),
-      cursor: this.cursor
+      cursor: this.cursor,
+      endgame: endgameReached(this.layout.count - this.localCount, this.requested, local)
     }
-    const state = { ...base, endgame: endgameReached(base) }
 
     // Fill each holder's request window.
     for (const source of state.sources) {
@@ -602,9 +607,9 @@ export class Download {
 
   /**
    * Tells whether a holder can supply a piece soon: a usable one, or one in back-off after few
-   * failures, which gets more chances before the origin is asked. A supernode that finished
-   * seeding holds every piece; when it is slow (a stalled request on a busy host), waiting for
-   * it keeps the origin's bytes at one copy, so it gets more chances than a peer.
+   * failures, which gets more chances before the origin is requested. A supernode that finished
+   * seeding has every piece. When it is slow (a stalled request on a busy host), waiting for it
+   * keeps the origin's bytes at one copy, so it gets more chances than a peer.
    */
   private offered (index: number, now: number): boolean {
     if (this.cids[index] == null) return false
@@ -619,6 +624,7 @@ export class Download {
     this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece requested')
     source.inflight.add(index)
     this.inflightCount[index] = (this.inflightCount[index] ?? 0) + 1
+    this.requested.add(index)
     let received = 0
     void (async () => {
       try {
@@ -652,6 +658,7 @@ export class Download {
       } finally {
         source.inflight.delete(index)
         this.inflightCount[index] = Math.max(0, (this.inflightCount[index] ?? 1) - 1)
+        if (this.inflightCount[index] === 0) this.requested.delete(index)
         this.schedule()
       }
     })()

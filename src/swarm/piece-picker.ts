@@ -15,7 +15,7 @@ export interface PickerState {
   sources: Iterable<Source>
   /** Index a streaming reader waits for, or -1. */
   cursor: number
-  /** True once every missing piece is requested (see `endgameReached`); only then may a piece be requested twice. */
+  /** True once every missing piece is requested (see `endgameReached`). Only then may a piece be requested twice. */
   endgame: boolean
 }
 
@@ -25,30 +25,25 @@ export const CURSOR_WINDOW = 8
 /** Most requests for one piece at once in the end game. */
 export const ENDGAME_DUPLICATES = 2
 
-/** Tells whether `source` could be asked for piece `index` now. */
-function wantedFrom (source: Source, index: number, state: PickerState, now: number): boolean {
-  return !state.local(index) && state.known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
-}
-
 /**
  * Tells whether the download is in its end game: every missing piece has been
  * requested from some holder. Before that, a second request for a piece only
  * costs a holder upload that a missing piece could have used. A piece that no
- * holder offers yet also keeps the end game off: the swarm has not got it, so
- * the peers are not at their tail.
+ * holder offers yet also keeps the end game off, because the swarm has not got it.
+ * `requested` lists the pieces with a request in flight, so the check costs no
+ * pass over all pieces.
  */
-export function endgameReached (state: Pick<PickerState, 'count' | 'local' | 'inflight'>): boolean {
-  for (let index = 0; index < state.count; index++) {
-    if (!state.local(index) && state.inflight(index) === 0) return false
-  }
-  return true
+export function endgameReached (missing: number, requested: Iterable<number>, local: (index: number) => boolean): boolean {
+  let requestedMissing = 0
+  for (const index of requested) if (!local(index)) requestedMissing++
+  return requestedMissing >= missing
 }
 
 /** Returns the piece to request from `source`, or undefined when it has nothing useful. */
 export function pickPiece (source: Source, state: PickerState): number | undefined {
-  const { local, inflight, cursor, count } = state
+  const { count, known, local, inflight, cursor } = state
   const now = Date.now()
-  const wanted = (index: number): boolean => wantedFrom(source, index, state, now)
+  const wanted = (index: number): boolean => !local(index) && known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
 
   // A streaming reader's next pieces come first, in order.
   if (cursor >= 0) {

@@ -135,7 +135,7 @@ async function runBenchmark (options: BenchOptions, argv: readonly string[]): Pr
         const times = record.peers.map((peer) => peer.completedSeconds).filter((value) => value != null)
         log.info({ system: id, peerCount, status: record.status, lastSeconds: times.length > 0 ? Math.max(...times) : undefined, failure: record.failure }, 'system done')
 
-        // A run cut short keeps every finished system: --from-json renders what the file holds.
+        // A run cut short keeps every finished system, and --from-json renders what the file contains.
         if (options.json != null) await writeOutput(options.json, JSON.stringify(results, null, 2) + '\n')
       }
 
