@@ -12,7 +12,7 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DfnodeProcess, DFNODE, NODE } from '../../test/helpers/dfnode-process.ts'
+import { DfnodeProcess, NODE, dfnodeArgv } from '../../test/helpers/dfnode-process.ts'
 import { freePort } from '../lib/free-port.ts'
 import { TestbedError } from './swarm/errors.ts'
 import type { OriginStats } from './swarm/origin-server.ts'
@@ -234,7 +234,7 @@ async function runPeer (bench: Bench, supernode: Supernode, label: string, env: 
   const machine = new MachineMeter()
   const timed = await runTimed({
     command: NODE,
-    args: [DFNODE, 'fetch', bench.originUrl, '-o', output, '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', dataDir, '--json', '--timeout', `${Math.ceil(bench.timeoutMs / 1000)}s`],
+    args: dfnodeArgv(['fetch', bench.originUrl, '-o', output, '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', dataDir, '--json', '--timeout', `${Math.ceil(bench.timeoutMs / 1000)}s`]),
     usageFile: join(bench.workDir, `peer-${label}.time`),
     stderrFile: join(bench.workDir, `peer-${label}.log`),
     env,

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { DFNODE_NODE_OPTIONS } from '../../test/helpers/dfnode-process.ts'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 /** Node 24 installed by `npm ci`; the machine's own node may be older. */
@@ -31,7 +32,7 @@ export class ProxyProcess {
 
   /** Starts `dfnode proxy ...args` and waits up to 60 s for its URL line. */
   static async start (args: string[]): Promise<ProxyProcess> {
-    const child = spawn(NODE, ['--input-type=module', '-e', SCRIPT, 'proxy', '--port', '0', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(NODE, [...DFNODE_NODE_OPTIONS, '--input-type=module', '-e', SCRIPT, 'proxy', '--port', '0', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
     const proxy = new ProxyProcess(child)
     const lines = createInterface({ input: child.stdout! })
     try {

@@ -11,6 +11,7 @@ import { processIo, type Command, type CommandIo, type OptionSpec, type ParsedOp
 import { containerdConfigCommand } from './containerd-config.ts'
 import { fetchCommand } from './fetch.ts'
 import { genCaCommand } from './gen-ca.ts'
+import { tuneGarbageCollector } from './heap-tuning.ts'
 import { proxyCommand } from './proxy.ts'
 import { GLOBAL_OPTIONS } from './setup.ts'
 import { supernodeCommand } from './supernode.ts'
@@ -31,6 +32,7 @@ const PROGRAM = 'dfnode'
  * the exit code. Errors become one `dfnode: <message>` line on stderr.
  */
 export async function main (argv: readonly string[], io: CommandIo = processIo(), commands: readonly Command[] = COMMANDS): Promise<number> {
+  tuneGarbageCollector()
   try {
     return await dispatch(argv, io, commands)
   } catch (err) {

@@ -103,6 +103,14 @@ const ENOUGH_HOLDERS = 4
 /** With enough holders, a DHT lookup runs only every this many lookup intervals. */
 const SPARSE_LOOKUP_EVERY = 8
 
+/**
+ * Pieces just ahead of the hashed prefix whose bytes are kept for the content hash; others are
+ * read back from the store when the prefix reaches them. Each kept piece is RSS for as long as
+ * it waits: 4 instead of 16 cut a peer's peak RSS in a 256 MiB single-link transfer from about
+ * 253 to 225 MB.
+ */
+const RECENT_PIECES = 4
+
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
 
 export class Download {
@@ -726,7 +734,7 @@ export class Download {
     else if (from === 'peer') this.stats.fromPeers += length
     else if (from === 'origin') this.stats.fromOrigin += length
     else this.stats.fromLocal += length
-    if (bytes != null && index >= this.hashed && index < this.hashed + 16) this.recent.set(index, bytes)
+    if (bytes != null && index >= this.hashed && index < this.hashed + RECENT_PIECES) this.recent.set(index, bytes)
     for (const wake of this.waiters.get(index) ?? []) wake()
     this.waiters.delete(index)
     for (const listener of this.pieceListeners) listener(index, bytes)

@@ -176,8 +176,11 @@ function tempPathFor (output: string): string {
   return join(dirname(output), `.${basename(output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
 }
 
-/** Pieces whose bytes may wait in memory for the disk; beyond that they are read back from the store. */
-const MAX_QUEUED_PIECES = 8
+/**
+ * Pieces whose bytes may wait in memory for the disk; beyond that they are read back from the
+ * store. The output is written at page-cache speed, so more rarely helps and costs RSS.
+ */
+const MAX_QUEUED_PIECES = 2
 
 /** Writes every piece of a download into `file` at its offset, as pieces arrive, then syncs it. */
 async function writePieces (engine: Engine, download: Download, file: FileHandle, layout: DownloadLayout, signal: AbortSignal): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 
@@ -11,6 +12,23 @@ const root = fileURLToPath(new URL('../..', import.meta.url))
 export const DFNODE = `${root}bin/dfnode`
 /** Node 24 installed by `npm ci`; the machine's own node may be older. */
 export const NODE = `${root}node_modules/.bin/node`
+/**
+ * Node options on the `#!/usr/bin/env -S node ...` line of bin/dfnode. A script that starts
+ * `node bin/dfnode` passes them, so the process runs as the installed command does.
+ */
+export const DFNODE_NODE_OPTIONS: readonly string[] = shebangOptions(readFileSync(DFNODE, 'utf8'))
+
+/** Returns the argv that runs `dfnode args...` with Node 24 and the launcher's options. */
+export function dfnodeArgv (args: readonly string[]): string[] {
+  return [...DFNODE_NODE_OPTIONS, DFNODE, ...args]
+}
+
+function shebangOptions (script: string): string[] {
+  const first = script.slice(0, script.indexOf('\n'))
+  const match = /^#!\S*env -S node((?: \S+)*)$/.exec(first)
+  if (match == null) throw new Error(`first line of ${DFNODE} is not '#!/usr/bin/env -S node [options]': ${first}`)
+  return match[1]!.split(' ').filter(option => option !== '')
+}
 
 export class DfnodeProcess {
   readonly child: ChildProcess
@@ -20,7 +38,7 @@ export class DfnodeProcess {
   private readonly lineWaiters: Array<{ match: (line: string) => boolean, resolve: (line: string) => void }> = []
 
   constructor (args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(NODE, [DFNODE, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child = spawn(NODE, dfnodeArgv(args), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     createInterface({ input: this.child.stdout! }).on('line', line => {
       this.lines.push(line)
       for (const waiter of [...this.lineWaiters]) {

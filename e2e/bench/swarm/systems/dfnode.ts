@@ -7,6 +7,7 @@
 import { access, constants, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { BenchSystem } from './system.ts'
+import { dfnodeArgv } from '../../../../test/helpers/dfnode-process.ts'
 
 const SUPERNODE_PORT = 8002
 const SUPERNODE_READY_MS = 60_000
@@ -50,7 +51,6 @@ export const dfnodeSystem: BenchSystem = {
   },
 
   async setUp (context) {
-    const cli = join(context.projectRoot, 'bin', 'dfnode')
     const supernodeHost = context.supernode
     const origin = context.origin
 
@@ -61,7 +61,7 @@ export const dfnodeSystem: BenchSystem = {
       label: `${supernodeHost.name} dfnode supernode`,
       host: supernodeHost,
       command: context.nodeBinary,
-      args: [cli, 'supernode', '--listen', `/ip4/${supernodeHost.address}/tcp/${SUPERNODE_PORT}`, '--allow-origin', `${origin.host.address}:${origin.port}`, '--data-dir', supernodeDir],
+      args: dfnodeArgv(['supernode', '--listen', `/ip4/${supernodeHost.address}/tcp/${SUPERNODE_PORT}`, '--allow-origin', `${origin.host.address}:${origin.port}`, '--data-dir', supernodeDir]),
       cwd: context.projectRoot
     })
     supernode.start()
@@ -80,7 +80,7 @@ export const dfnodeSystem: BenchSystem = {
           label: `${host.name} dfnode fetch`,
           host,
           command: context.nodeBinary,
-          args: [cli, 'fetch', origin.url, '-o', outputPath, '--supernode', supernodeAddress, '--listen', `/ip4/${host.address}/tcp/0`, '--data-dir', dataDir, '--json', '--seed-time', seedTime],
+          args: dfnodeArgv(['fetch', origin.url, '-o', outputPath, '--supernode', supernodeAddress, '--listen', `/ip4/${host.address}/tcp/0`, '--data-dir', dataDir, '--json', '--seed-time', seedTime]),
           cwd: context.projectRoot
         })
         return {
