@@ -28,11 +28,11 @@ import { runTimed } from './single-link/timed-process.ts'
 
 /**
  * Pause between the cold and the warm transfer. The supernode's super-seeding replies 'busy' to a
- * second peer for a piece first sent less than 2 s ago (SuperSeeding's default grace period), even
- * when the first peer has left. A warm transfer started at once would wait out that grace period
- * instead of measuring the link.
+ * second peer for a piece whose first upload finished less than 5 s ago (SuperSeeding's default
+ * grace period), unless the first peer's connection is gone. A warm transfer started at once
+ * could wait out that grace period instead of measuring the link.
  */
-const WARM_DELAY_MS = 2_500
+const WARM_DELAY_MS = 5_500
 
 /** JSON line printed by `dfnode fetch --json`. */
 interface FetchJson {

@@ -35,9 +35,10 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
 
   // Each fresh piece goes to few peers first; the others fetch it from them.
   const superSeeding = new SuperSeeding({
-    isConnected: peer => engine.node.getConnections(peerIdFromString(peer)).length > 0
+    isConnected: peer => engine.node.getConnections(peerIdFromString(peer)).length > 0,
+    isComplete: key => engine.records.manifestOf(key) != null
   })
-  engine.pieceServer.setPolicy((key, index, peer) => superSeeding.decide(key, index, peer))
+  engine.pieceServer.setPolicy(superSeeding)
 
   // Contents seeded before a restart are provided again.
   for (const key of engine.heldContents()) engine.discovery.provide(key)

@@ -26,7 +26,11 @@ export interface PieceServerComponents {
  * Decides whether a piece is sent now or the requester gets 'busy' and
  * fetches it elsewhere first. Supernodes use it to hand each fresh piece to few peers.
  */
-export type UploadPolicy = (key: CID, index: number, peer: string) => 'serve' | 'busy'
+export interface UploadPolicy {
+  decide: (key: CID, index: number, peer: string) => 'serve' | 'busy'
+  /** Called when an upload that `decide` allowed ends, with whether every byte was sent. */
+  finished?: (key: CID, index: number, peer: string, ok: boolean) => void
+}
 
 export interface UploadStats {
   /** Piece bytes sent to other peers. */
@@ -93,23 +97,27 @@ export class PieceServer {
         }
 
         // One piece: header, then its bytes in data frames.
-        if (this.policy?.(request.key, request.i, peer) === 'busy') {
+        if (this.policy?.decide(request.key, request.i, peer) === 'busy') {
           await framed.write({ t: 'busy', i: request.i })
           continue
         }
         const cid = records.get(request.key)?.pieces[request.i]
         const bytes = cid != null ? await store.get(cid) : undefined
         if (bytes == null) {
+          this.policy?.finished?.(request.key, request.i, peer, false)
           await framed.write({ t: 'missing', i: request.i })
           continue
         }
         this.stats.active++
+        let sent = false
         try {
           await framed.write({ t: 'piece', i: request.i, n: bytes.byteLength })
           const limiter = this.components.limiter
           await framed.writeData(bytes, undefined, limiter != null ? async length => { await limiter.take(length) } : undefined)
+          sent = true
         } finally {
           this.stats.active--
+          this.policy?.finished?.(request.key, request.i, peer, sent)
         }
         this.stats.uploaded += bytes.byteLength
         this.stats.pieces++
