@@ -215,6 +215,68 @@ describe('PieceStore', () => {
     await store.stop()
   })
 
+  it('opens a stored piece for upload', async () => {
+    const dir = await makeTempDir()
+    const store = new PieceStore({ dir })
+    await store.start()
+    const piece = await makePiece(300_000)
+    await store.put(piece.cid, piece.bytes)
+
+    const reader = await store.openForUpload(piece.cid)
+    assert.ok(reader != null)
+    assert.equal(reader.size, 300_000)
+    assert.deepEqual(await reader.read(0, 1000), piece.bytes.subarray(0, 1000))
+    assert.deepEqual(await reader.read(262_144, 37_856), piece.bytes.subarray(262_144))
+    await reader.close()
+    await reader.close()
+    assert.equal(await store.openForUpload((await makePiece(10)).cid), undefined)
+    await store.stop()
+  })
+
+  it('verifies a piece it did not write before upload', async () => {
+    const dir = await makeTempDir()
+    const piece = await makePiece(4096)
+    const first = new PieceStore({ dir })
+    await first.start()
+    await first.put(piece.cid, piece.bytes)
+    await first.stop()
+
+    // A new process has not verified the file: a damaged one is deleted, not sent.
+    const damaged = new Uint8Array(piece.bytes)
+    damaged[7] = (damaged[7] ?? 0) ^ 0xff
+    await writeFile(piecePath(dir, piece.cid), damaged)
+    const second = new PieceStore({ dir })
+    await second.start()
+    assert.equal(await second.openForUpload(piece.cid), undefined)
+    assert.equal(await exists(piecePath(dir, piece.cid)), false)
+
+    // An intact file from another process is verified whole, then served from memory.
+    await writeFile(piecePath(dir, piece.cid), piece.bytes)
+    const reader = await second.openForUpload(piece.cid)
+    assert.ok(reader != null)
+    assert.deepEqual(await reader.read(0, 4096), piece.bytes)
+    await reader.close()
+    await second.stop()
+  })
+
+  it('pins a piece while it is open for upload', async () => {
+    const dir = await makeTempDir()
+    const store = new PieceStore({ dir, quotaBytes: 6000 })
+    await store.start()
+    const open = await makePiece(4000)
+    const next = await makePiece(4000)
+    await store.put(open.cid, open.bytes)
+    const reader = await store.openForUpload(open.cid)
+    assert.ok(reader != null)
+
+    // A put that takes the store over its quota does not evict the open piece.
+    await store.put(next.cid, next.bytes)
+    assert.equal(store.has(open.cid), true)
+    assert.deepEqual(await reader.read(0, 4000), open.bytes)
+    await reader.close()
+    await store.stop()
+  })
+
   it('start deletes piece files of impossible size', async () => {
     const dir = await makeTempDir()
     const empty = await makePiece(0)

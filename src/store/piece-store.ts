@@ -4,7 +4,7 @@
  * indexed in memory at start, and kept under a size quota by evicting
  * least-recently-used pieces that no reader or writer holds.
  */
-import { lstat, mkdir, open, readdir, stat, unlink } from 'node:fs/promises'
+import { lstat, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { cidOfBytes, isContentCid } from '../content/ids.ts'
@@ -203,6 +203,51 @@ export class PieceStore {
     }
   }
 
+  /**
+   * Opens a piece for sending in parts, or resolves undefined if it is absent. A file this
+   * process wrote or verified before (same inode, modification time and size) is read from disk
+   * part by part, so an upload holds one part in memory instead of the whole piece. Any other
+   * file is read and verified whole first, as `get` does. The piece stays pinned until `close`.
+   */
+  async openForUpload (cid: CID, options: PieceStoreOperationOptions = {}): Promise<PieceReader | undefined> {
+    const key = keyOf(cid)
+    options.signal?.throwIfAborted()
+    const release = this.index.pin(key)
+    let handle: FileHandle | undefined
+    try {
+      try {
+        handle = await open(this.pathOf(key), 'r')
+      } catch (err) {
+        if (!isNotFound(err)) throw err
+        if (this.index.has(key)) await this.forgetIfMissing(key)
+        release()
+        return undefined
+      }
+      const stats = await handle.stat()
+      if (this.verified.get(key) !== fileStamp(stats.ino, stats.mtimeMs, stats.size)) {
+        await handle.close()
+        handle = undefined
+        const bytes = await this.get(cid, options)
+        if (bytes === undefined) {
+          release()
+          return undefined
+        }
+        return memoryReader(bytes, release)
+      }
+
+      // Record the use, as a whole read does, so eviction after a restart counts it.
+      const now = new Date()
+      const touched = await handle.utimes(now, now).then(() => true, () => false)
+      this.verified.set(key, fileStamp(stats.ino, touched ? now.getTime() : stats.mtimeMs, stats.size))
+      if (this.index.has(key)) this.index.touch(key)
+      return fileReader(handle, stats.size, release)
+    } catch (err) {
+      await handle?.close().catch(() => {})
+      release()
+      throw err
+    }
+  }
+
   /** Creates a shard directory once per process; a put per piece would otherwise pay a mkdir each. */
   private async ensureShard (dir: string): Promise<void> {
     if (this.shards.has(dir)) return
@@ -367,6 +412,54 @@ export class PieceStore {
       this.log.warn({ usedBytes: this.index.usedBytes, quotaBytes: this.quotaBytes }, 'piece store is over its quota and every remaining piece is pinned; eviction resumes when pins are released')
     }
     this.overQuotaWarned = over
+  }
+}
+
+/** A piece opened for sending: its size and its bytes by range. */
+export interface PieceReader {
+  readonly size: number
+  /** Reads `length` bytes from `offset`. The range must lie within the piece. */
+  read: (offset: number, length: number) => Promise<Uint8Array>
+  /** Releases the file and the pin. Calling it again does nothing. */
+  close: () => Promise<void>
+}
+
+function memoryReader (bytes: Uint8Array, release: () => void): PieceReader {
+  let open = true
+  return {
+    size: bytes.byteLength,
+    read: async (offset, length) => bytes.subarray(offset, offset + length),
+    close: async () => {
+      if (!open) return
+      open = false
+      release()
+    }
+  }
+}
+
+function fileReader (handle: FileHandle, size: number, release: () => void): PieceReader {
+  let open = true
+  return {
+    size,
+    read: async (offset, length) => {
+      const buffer = Buffer.allocUnsafe(length)
+      let filled = 0
+      while (filled < length) {
+        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled)
+        if (bytesRead === 0) throw new VerificationError(`piece file ended at ${offset + filled} of ${size} bytes while it was sent`)
+        filled += bytesRead
+      }
+      return new Uint8Array(buffer.buffer, buffer.byteOffset, length)
+    },
+    close: async () => {
+      if (!open) return
+      open = false
+      try {
+        await handle.close()
+      } finally {
+        release()
+      }
+    }
   }
 }
 

@@ -43,6 +43,18 @@ export class FramedStream {
   }
 
   /**
+   * Writes `length` bytes as data frames of at most CHUNK_BYTES each, reading each frame with
+   * `readPart` (offset, length) just before it goes out, after `beforeChunk` resolves.
+   */
+  async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, beforeChunk?: (length: number) => Promise<void>, options?: AbortOptions): Promise<void> {
+    for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
+      const size = Math.min(CHUNK_BYTES, length - offset)
+      await beforeChunk?.(size)
+      await this.lp.write(await readPart(offset, size), options)
+    }
+  }
+
+  /**
    * Reads exactly `length` bytes sent with writeData into one buffer. The buffer is not zeroed
    * first: every byte of it is written before it is returned, and it is dropped on an error.
    */

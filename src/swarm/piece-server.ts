@@ -102,8 +102,8 @@ export class PieceServer {
           continue
         }
         const cid = records.get(request.key)?.pieces[request.i]
-        const bytes = cid != null ? await store.get(cid) : undefined
-        if (bytes == null) {
+        const piece = cid != null ? await store.openForUpload(cid) : undefined
+        if (piece == null) {
           this.policy?.finished?.(request.key, request.i, peer, false)
           await framed.write({ t: 'missing', i: request.i })
           continue
@@ -111,15 +111,16 @@ export class PieceServer {
         this.stats.active++
         let sent = false
         try {
-          await framed.write({ t: 'piece', i: request.i, n: bytes.byteLength })
+          await framed.write({ t: 'piece', i: request.i, n: piece.size })
           const limiter = this.components.limiter
-          await framed.writeData(bytes, undefined, limiter != null ? async length => { await limiter.take(length) } : undefined)
+          await framed.writeParts(piece.size, piece.read, limiter != null ? async length => { await limiter.take(length) } : undefined)
           sent = true
         } finally {
           this.stats.active--
+          await piece.close()
           this.policy?.finished?.(request.key, request.i, peer, sent)
         }
-        this.stats.uploaded += bytes.byteLength
+        this.stats.uploaded += piece.size
         this.stats.pieces++
       }
       await framed.close()
