@@ -65,6 +65,22 @@ function capturingLogger (): { logger: Logger, lines: Array<{ level: number, msg
 
 const WARN = 40
 
+/**
+ * Stores a 4096-byte piece with one store, then flips one byte of its file on disk, keeping the
+ * size: the state a new process finds after disk corruption.
+ */
+async function storeThenDamage (dir: string, at: number): Promise<Piece> {
+  const piece = await makePiece(4096)
+  const first = new PieceStore({ dir })
+  await first.start()
+  await first.put(piece.cid, piece.bytes)
+  await first.stop()
+  const damaged = new Uint8Array(piece.bytes)
+  damaged[at] = (damaged[at] ?? 0) ^ 0xff
+  await writeFile(piecePath(dir, piece.cid), damaged)
+  return piece
+}
+
 describe('PieceStore', () => {
   it('puts, gets and reports pieces', async () => {
     const dir = await makeTempDir()
@@ -172,16 +188,8 @@ describe('PieceStore', () => {
 
   it('deletes a piece corrupted on disk', async () => {
     const dir = await makeTempDir()
-    const piece = await makePiece(4096)
-    const first = new PieceStore({ dir })
-    await first.start()
-    await first.put(piece.cid, piece.bytes)
-    await first.stop()
-
     // Same size, different bytes: the scan at start trusts it, the read does not.
-    const damaged = new Uint8Array(piece.bytes)
-    damaged[100] = (damaged[100] ?? 0) ^ 0xff
-    await writeFile(piecePath(dir, piece.cid), damaged)
+    const piece = await storeThenDamage(dir, 100)
     const { logger, lines } = capturingLogger()
     const second = new PieceStore({ dir, logger })
     await second.start()
@@ -235,16 +243,8 @@ describe('PieceStore', () => {
 
   it('verifies a piece it did not write before upload', async () => {
     const dir = await makeTempDir()
-    const piece = await makePiece(4096)
-    const first = new PieceStore({ dir })
-    await first.start()
-    await first.put(piece.cid, piece.bytes)
-    await first.stop()
-
     // A new process has not verified the file: a damaged one is deleted, not sent.
-    const damaged = new Uint8Array(piece.bytes)
-    damaged[7] = (damaged[7] ?? 0) ^ 0xff
-    await writeFile(piecePath(dir, piece.cid), damaged)
+    const piece = await storeThenDamage(dir, 7)
     const second = new PieceStore({ dir })
     await second.start()
     assert.equal(await second.openForUpload(piece.cid), undefined)
