@@ -241,7 +241,7 @@ describe('PieceStore', () => {
     await store.stop()
   })
 
-  it('verifies a piece it did not write before upload', async () => {
+  it('verifies unknown files before upload', async () => {
     const dir = await makeTempDir()
     // A new process has not verified the file: a damaged one is deleted, not sent.
     const piece = await storeThenDamage(dir, 7)
@@ -259,7 +259,7 @@ describe('PieceStore', () => {
     await second.stop()
   })
 
-  it('pins a piece while it is open for upload', async () => {
+  it('pins a piece during upload', async () => {
     const dir = await makeTempDir()
     const store = new PieceStore({ dir, quotaBytes: 6000 })
     await store.start()

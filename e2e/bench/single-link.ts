@@ -27,10 +27,10 @@ import { ThreadSampler, childPidOf, type ThreadGroup } from './single-link/threa
 import { runTimed } from './single-link/timed-process.ts'
 
 /**
- * Pause between the cold and the warm transfer. The supernode's super-seeding replies 'busy' to a
- * second peer for a piece whose first upload finished less than 5 s ago (SuperSeeding's default
- * grace period), unless the first peer's connection is gone. A warm transfer started at once
- * could wait out that grace period instead of measuring the link.
+ * Pause between the cold and the warm transfer. Super-seeding replies 'busy' to a second peer for
+ * a piece whose first upload finished within its grace period (5 s while the supernode seeds,
+ * 1 s once it has the whole file), unless the first peer's connection is gone. A warm transfer
+ * started at once could wait out that grace period instead of measuring the link.
  */
 const WARM_DELAY_MS = 5_500
 

@@ -206,7 +206,7 @@ export class PieceStore {
   /**
    * Opens a piece for sending in parts, or resolves undefined if it is absent. A file this
    * process wrote or verified before (same inode, modification time and size) is read from disk
-   * part by part, so an upload holds one part in memory instead of the whole piece. Any other
+   * part by part, so an upload keeps one part in memory instead of the whole piece. Any other
    * file is read and verified whole first, as `get` does. The piece stays pinned until `close`.
    */
   async openForUpload (cid: CID, options: PieceStoreOperationOptions = {}): Promise<PieceReader | undefined> {

@@ -12,14 +12,14 @@ import type { UploadPolicy } from '../swarm/piece-server.ts'
 export interface SuperSeedingInit {
   /** Peers that get a piece from the supernode before others are sent elsewhere. Default 1. */
   copies?: number
-  /** After this long since a piece's first upload finished, anybody may have it from the supernode, in ms. Default 5000. */
+  /** Grace period: time after a piece's first upload finished until anybody may have it from the supernode, in ms. Default 5000. */
   graceMs?: number
   /**
    * Grace period once the supernode has stored the whole content, in ms. Default 1000. Its upload no
    * longer carries fresh pieces then, so copies of the last pieces go out sooner.
    */
   completeGraceMs?: number
-  /** After this long since a piece's first upload started, anybody may have it, even if that upload has not finished, in ms. Default 30 000. */
+  /** Time after a piece's first upload started until anybody may have it, even if that upload has not finished, in ms. Default 30 000. */
   pendingMs?: number
   /** Tells whether the supernode has stored every piece of a content. */
   isComplete?: (key: CID) => boolean

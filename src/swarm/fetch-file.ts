@@ -177,8 +177,8 @@ function tempPathFor (output: string): string {
 }
 
 /**
- * Pieces whose bytes may wait in memory for the disk; beyond that they are read back from the
- * store. The output is written at page-cache speed, so more rarely helps and costs RSS.
+ * Pieces whose bytes may wait in memory for the disk. Later ones are read back from the store.
+ * The output is written at page-cache speed, so a longer queue costs RSS without speeding up.
  */
 const MAX_QUEUED_PIECES = 2
 

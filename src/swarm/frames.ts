@@ -36,15 +36,12 @@ export class FramedStream {
 
   /** Writes bytes as data frames of at most CHUNK_BYTES each, each after `beforeChunk` resolves. */
   async writeData (bytes: Uint8Array, options?: AbortOptions, beforeChunk?: (length: number) => Promise<void>): Promise<void> {
-    for (let offset = 0; offset < bytes.byteLength; offset += CHUNK_BYTES) {
-      await beforeChunk?.(Math.min(CHUNK_BYTES, bytes.byteLength - offset))
-      await this.lp.write(bytes.subarray(offset, Math.min(offset + CHUNK_BYTES, bytes.byteLength)), options)
-    }
+    await this.writeParts(bytes.byteLength, async (offset, length) => bytes.subarray(offset, offset + length), beforeChunk, options)
   }
 
   /**
-   * Writes `length` bytes as data frames of at most CHUNK_BYTES each, reading each frame with
-   * `readPart` (offset, length) just before it goes out, after `beforeChunk` resolves.
+   * Writes `length` bytes as data frames of at most CHUNK_BYTES each. Each frame is read with
+   * `readPart` just before it is sent, after `beforeChunk` resolves.
    */
   async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, beforeChunk?: (length: number) => Promise<void>, options?: AbortOptions): Promise<void> {
     for (let offset = 0; offset < length; offset += CHUNK_BYTES) {

@@ -28,7 +28,7 @@ export interface PieceServerComponents {
  */
 export interface UploadPolicy {
   decide: (key: CID, index: number, peer: string) => 'serve' | 'busy'
-  /** Called when an upload that `decide` allowed ends, with whether every byte was sent. */
+  /** Reports the end of an upload that `decide` allowed, and whether every byte was sent. */
   finished?: (key: CID, index: number, peer: string, ok: boolean) => void
 }
 
