@@ -1,12 +1,12 @@
 /**
  * Failures around a download: a supernode that dies half-way, a peer whose
- * store serves corrupt pieces, origins that fail, hang or ignore Range, and a
+ * output file serves corrupt pieces, origins that fail, hang or ignore Range, and a
  * wrong --digest. Every process is a real dfnode on loopback.
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
-import { mkdtemp, readdir, readFile, rm, open } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, open, stat, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,6 +24,17 @@ const MiB = 1024 * 1024
 
 
 
+
+/**
+ * Bytes on disk of the partial output that `dfnode fetch -o <dir>/<output>` is writing. The file
+ * is sparse, so this counts the pieces written so far, whatever their offsets.
+ */
+async function partialBytes (dir: string, output: string): Promise<number> {
+  const parts = (await readdir(dir)).filter(name => name.startsWith(`.${output}.dfnode-`) && name.endsWith('.part'))
+  let bytes = 0
+  for (const name of parts) bytes += ((await stat(join(dir, name)).catch(() => undefined))?.blocks ?? 0) * 512
+  return bytes
+}
 
 /** Lists files below a directory, recursively. */
 async function filesUnder (path: string): Promise<string[]> {
@@ -69,12 +80,11 @@ describe('faults', () => {
     processes.push(supernode.process)
     const peers = [0, 1, 2].map(index => run(fetchArgs(`half-${index}`, '/half.bin', supernode.address, ['--seed-time', '60s'])))
 
-    // Kill the supernode once every peer has stored two pieces and before the origin has sent everything.
+    // Kill the supernode once every peer has written two pieces and before the origin has sent everything.
     const deadline = Date.now() + 60_000
-    const held = async (index: number): Promise<number> => (await filesUnder(join(dir, `half-${index}`, 'store', 'pieces'))).filter(path => !path.includes('.tmp-')).length
     while (Date.now() < deadline) {
-      const counts = await Promise.all(peers.map(async (_, index) => await held(index)))
-      if (counts.every(count => count >= 2)) break
+      const written = await Promise.all(peers.map(async (_, index) => await partialBytes(dir, `half-${index}.out`)))
+      if (written.every(bytes => bytes >= 2 * MiB)) break
       await new Promise(resolve => setTimeout(resolve, 50))
     }
     await supernode.process.stop('SIGKILL')
@@ -102,19 +112,18 @@ describe('faults', () => {
     const held = await holder.json<FetchSummary>()
     assert.equal(held.fromOrigin, body.byteLength)
 
-    // Its piece files rot on disk after it verified them: same inode, same modification time.
-    // The time goes back through touch with the nanoseconds stat printed, because utimes takes
-    // float seconds, which can land a nanosecond off and so change the holder's file stamp.
-    const pieces = (await filesUnder(join(dir, 'corrupt-holder', 'store', 'pieces'))).filter(path => !path.includes('.tmp-'))
-    assert.ok(pieces.length >= 4, `holder stored ${pieces.length} pieces`)
-    for (const path of pieces) {
-      const mtime = (await execFileAsync('stat', ['-c', '%.9Y', path])).stdout.trim()
-      const file = await open(path, 'r+')
-      await file.write(Buffer.from('corrupt!'), 0, 8, 0)
-      await file.close()
-      await execFileAsync('touch', ['-m', '-d', `@${mtime}`, path])
-      assert.equal((await execFileAsync('stat', ['-c', '%.9Y', path])).stdout.trim(), mtime)
-    }
+    // Its pieces live in its output, not in its store. The output rots on disk after the holder
+    // wrote it: same inode, same modification time. The time goes back through touch with the
+    // nanoseconds stat printed, because utimes takes float seconds, which can land a nanosecond
+    // off and so change the holder's file stamp.
+    assert.deepEqual((await filesUnder(join(dir, 'corrupt-holder', 'store', 'pieces'))).filter(path => !path.includes('.tmp-')), [])
+    const output = join(dir, 'corrupt-holder.out')
+    const mtime = (await execFileAsync('stat', ['-c', '%.9Y', output])).stdout.trim()
+    const file = await open(output, 'r+')
+    for (let offset = 0; offset < body.byteLength; offset += MiB) await file.write(Buffer.from('corrupt!'), 0, 8, offset)
+    await file.close()
+    await execFileAsync('touch', ['-m', '-d', `@${mtime}`, output])
+    assert.equal((await execFileAsync('stat', ['-c', '%.9Y', output])).stdout.trim(), mtime)
     const servedBefore = origin.served.get('/corrupt.bin') ?? 0
 
     // Peer B has only A's address: A is no supernode, so B finds it as a DHT provider, takes its
@@ -309,7 +318,7 @@ describe('local store', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('second fetch comes from the store', async () => {
+  it('second fetch reads the first output', async () => {
     const body = randomBytes(5_000_000)
     origin.files.set('/again.bin', { body })
     const supernode = await startSupernodeProcess(join(dir, 'supernode'))
@@ -327,6 +336,21 @@ describe('local store', () => {
     assert.equal(summary.fromSupernode, 0)
     assert.equal(await second.exited, 0)
     assert.equal(sha256(await readFile(join(dir, 'second.out'))), sha256(body))
+    assert.equal(origin.served.get('/again.bin'), body.byteLength)
+
+    // The bytes were written once, into first.out: the store keeps no copy of the pieces.
+    assert.deepEqual((await filesUnder(join(dir, 'host', 'store', 'pieces'))).filter(path => !path.includes('.tmp-')), [])
+
+    // second.out is now the copy on record. After a byte of it changed, only the piece with that
+    // byte comes from the supernode again.
+    const changed = await readFile(join(dir, 'second.out'))
+    changed[10] = (changed[10] ?? 0) ^ 0xff
+    await writeFile(join(dir, 'second.out'), changed)
+    const third = fetchOnce('third.out')
+    const thirdSummary = await third.json<FetchSummary>()
+    assert.equal(sha256(await readFile(join(dir, 'third.out'))), sha256(body))
+    assert.equal(thirdSummary.fromLocal, body.byteLength - 4 * MiB)
+    assert.equal(thirdSummary.fromSupernode, 4 * MiB)
     assert.equal(origin.served.get('/again.bin'), body.byteLength)
   })
 })
@@ -365,10 +389,7 @@ describe('stalled holder', () => {
     const fetcher = new DfnodeProcess(['fetch', `${base}/stall.bin`, '-o', join(dir, 'fetcher.out'), '--digest', digest, '--supernode', `/ip4/127.0.0.1/tcp/${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'fetcher'), '--json', '--verbose'])
     processes.push(fetcher)
     const deadline = Date.now() + 60_000
-    while (!/"piece requested"|"have received"/.test(fetcher.stderr) && (await filesUnder(join(dir, 'fetcher', 'store', 'pieces'))).length === 0 && Date.now() < deadline) {
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    while ((await filesUnder(join(dir, 'fetcher', 'store', 'pieces'))).filter(path => !path.includes('.tmp-')).length === 0 && Date.now() < deadline) {
+    while (await partialBytes(dir, 'fetcher.out') === 0 && Date.now() < deadline) {
       await new Promise(resolve => setTimeout(resolve, 50))
     }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -277,6 +277,88 @@ describe('PieceStore', () => {
     await store.stop()
   })
 
+  it('serves pieces from a file being written', async () => {
+    const dir = await makeTempDir()
+    const store = new PieceStore({ dir })
+    await store.start()
+    const a = await makePiece(300_000)
+    const b = await makePiece(5000)
+    const output = join(dir, 'out.part')
+    await writeFile(output, Buffer.concat([a.bytes, b.bytes]))
+    store.putRange(a.cid, { path: output, offset: 0, length: 300_000 })
+    store.putRange(b.cid, { path: output, offset: 300_000, length: 5000 })
+
+    // No copy in the store; the range is read part by part.
+    assert.deepEqual(await listPieceFiles(dir), [])
+    assert.equal(store.has(b.cid), true)
+    assert.equal(store.sizeOf(b.cid), 5000)
+    assert.deepEqual(await store.get(b.cid), b.bytes)
+    const reader = await store.openForUpload(a.cid)
+    assert.ok(reader != null)
+    assert.equal(reader.size, 300_000)
+    assert.deepEqual(await reader.read(262_144, 37_856), a.bytes.subarray(262_144))
+    await reader.close()
+
+    // Once complete and renamed, the file is trusted while it keeps its stamp.
+    const final = join(dir, 'out')
+    await rename(output, final)
+    await store.sealRanges(output, final)
+    assert.deepEqual(await store.get(a.cid), a.bytes)
+
+    // Changed since: each piece is verified, and one that no longer matches is not served.
+    const changed = Buffer.concat([a.bytes, b.bytes])
+    changed[10] = (changed[10] ?? 0) ^ 0xff
+    await writeFile(final, changed)
+    // A coarse file system clock could give the rewrite the same time; a user's edit comes later.
+    const later = new Date(Date.now() + 10_000)
+    await utimes(final, later, later)
+    assert.equal(await store.openForUpload(a.cid), undefined)
+    assert.equal(store.has(a.cid), false)
+    assert.deepEqual(await store.get(b.cid), b.bytes)
+
+    // A removed file takes its pieces with it.
+    await rm(final)
+    assert.equal(await store.get(b.cid), undefined)
+    assert.equal(store.has(b.cid), false)
+    await store.stop()
+  })
+
+  it('verifies pieces adopted from an existing file', async () => {
+    const dir = await makeTempDir()
+    const { logger, lines } = capturingLogger()
+    const store = new PieceStore({ dir, logger })
+    await store.start()
+    const a = await makePiece(4096)
+    const b = await makePiece(4096)
+    const file = join(dir, 'earlier.out')
+    const damaged = new Uint8Array(b.bytes)
+    damaged[0] = (damaged[0] ?? 0) ^ 0xff
+    await writeFile(file, Buffer.concat([a.bytes, damaged]))
+    store.adoptRange(a.cid, { path: file, offset: 0, length: 4096 })
+    store.adoptRange(b.cid, { path: file, offset: 4096, length: 4096 })
+
+    const reader = await store.openForUpload(a.cid)
+    assert.ok(reader != null)
+    assert.deepEqual(await reader.read(0, 4096), a.bytes)
+    await reader.close()
+    assert.equal(await store.get(b.cid), undefined)
+    assert.equal(store.has(b.cid), false)
+    assert.ok(lines.some(line => line.level === WARN && /changed/.test(line.msg)))
+
+    // A rename over the file drops the pieces it held; dropRanges forgets a file's pieces.
+    const c = await makePiece(4096)
+    const part = join(dir, 'next.part')
+    await writeFile(part, c.bytes)
+    store.putRange(c.cid, { path: part, offset: 0, length: 4096 })
+    await rename(part, file)
+    await store.sealRanges(part, file)
+    assert.equal(store.has(a.cid), false)
+    assert.deepEqual(await store.get(c.cid), c.bytes)
+    store.dropRanges(file)
+    assert.equal(store.has(c.cid), false)
+    await store.stop()
+  })
+
   it('start deletes piece files of impossible size', async () => {
     const dir = await makeTempDir()
     const empty = await makePiece(0)
@@ -532,6 +614,19 @@ describe('ContentRecords', () => {
     await second.stop()
   })
 
+  it('keeps the file that holds a content', async () => {
+    const dir = await makeTempDir()
+    const record = { ...await makeCompleteRecord(2, 10), file: '/srv/images/layer.tar' }
+    const first = new ContentRecords({ dir })
+    await first.start()
+    await first.set(record)
+    await first.stop()
+    const second = new ContentRecords({ dir })
+    await second.start()
+    assert.equal(second.get(record.key)?.file, '/srv/images/layer.tar')
+    await second.stop()
+  })
+
   it('manifestOf needs a complete record', async () => {
     const dir = await makeTempDir()
     const records = new ContentRecords({ dir })
@@ -624,7 +719,9 @@ describe('ContentRecords', () => {
       { ...record, size: -1 },
       { ...record, content: otherContent },
       { ...record, key: CID.createV1(dagCbor.code, pieceCid.multihash) },
-      { ...record, url: 'not a url' }
+      { ...record, url: 'not a url' },
+      { ...record, file: 'relative/path.bin' },
+      { ...record, file: `/${'a'.repeat(5000)}` }
     ]
     for (const bad of invalid) await assert.rejects(records.set(bad), UsageError)
 

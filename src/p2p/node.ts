@@ -72,6 +72,12 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
         emitSelf: false,
         floodPublish: true,
         heartbeatInterval: 500,
+        D: 3,
+        Dlo: 2,
+        Dhi: 6,
+        Dscore: 2,
+        Dout: 1,
+        Dlazy: 3,
         maxInboundDataLength: 1024 * 1024,
         // Flood publishing delivers each message several times. Without a fast id, gossipsub checks the
         // signature of every copy before it finds the duplicate. This id is the default message id

@@ -26,6 +26,8 @@ export interface ContentRecord {
   pieces: Array<CID | undefined>
   /** Origin URL, without query string. */
   url?: string
+  /** Absolute path of a file outside the store that held the whole content when it was written (a `dfnode fetch` output). */
+  file?: string
   /** Time of the last change, in milliseconds since the epoch. */
   updatedAt: number
 }
@@ -273,6 +275,7 @@ function normalizeRecord (record: ContentRecord): ContentRecord {
   if (record.url !== undefined) {
     copy.url = typeof record.url === 'string' && URL.canParse(record.url) ? stripUrl(record.url) : record.url
   }
+  if (record.file !== undefined) copy.file = record.file
 
   const problem = findRecordProblem(copy)
   if (problem !== undefined) throw new UsageError(`invalid content record for ${keyName}: ${problem}`)

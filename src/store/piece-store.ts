@@ -12,7 +12,12 @@ import { MAX_PIECE_SIZE } from '../content/pieces.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { isNotFound, isStaleTemp, isTempName, writeFileAtomic } from './atomic-file.ts'
+import { FileRanges, type FileRange } from './file-ranges.ts'
+import { fileReader, memoryReader, type PieceReader } from './piece-reader.ts'
 import { DEFAULT_QUOTA_BYTES, QuotaIndex } from './quota.ts'
+
+export type { FileRange } from './file-ranges.ts'
+export type { PieceReader } from './piece-reader.ts'
 
 export interface PieceStoreInit {
   /** Directory of the store, e.g. <data dir>/store. Created if missing. */
@@ -67,6 +72,8 @@ export class PieceStore {
   private readonly shards = new Set<string>()
   /** Set while only pinned pieces remain above the quota, so the warning is logged once. */
   private overQuotaWarned = false
+  /** Pieces held in ranges of files outside the store, outside the quota. */
+  private readonly ranges: FileRanges
 
   constructor (init: PieceStoreInit) {
     const quotaBytes = init.quotaBytes ?? DEFAULT_QUOTA_BYTES
@@ -77,6 +84,7 @@ export class PieceStore {
     this.piecesDir = join(init.dir, PIECES_DIR)
     this.quotaBytes = quotaBytes
     this.log = (init.logger ?? silentLogger()).child({ component: 'store' })
+    this.ranges = new FileRanges(this.log)
   }
 
   /** Bytes stored in pieces. */
@@ -106,12 +114,37 @@ export class PieceStore {
    * a get of it or by the next start, and each process applies the quota to its own index.
    */
   has (cid: CID): boolean {
-    return this.index.has(keyOf(cid))
+    const key = keyOf(cid)
+    return this.index.has(key) || this.ranges.has(key)
   }
 
   /** Size in bytes of a stored piece, or undefined. */
   sizeOf (cid: CID): number | undefined {
-    return this.index.sizeOf(keyOf(cid))
+    const key = keyOf(cid)
+    return this.index.sizeOf(key) ?? this.ranges.sizeOf(key)
+  }
+
+  /**
+   * Holds a piece that this process has just written to a range of its own file (a download's
+   * output) instead of storing a copy. Reads trust the file until `sealRanges`.
+   */
+  putRange (cid: CID, range: FileRange): void {
+    this.ranges.addWriting(keyOf(cid), range)
+  }
+
+  /** Holds a piece found in a range of an existing file; each read verifies it until one matches. */
+  adoptRange (cid: CID, range: FileRange): void {
+    this.ranges.adopt(keyOf(cid), range)
+  }
+
+  /** Records that the file written at `from` is complete and now named `to`; see FileRanges.seal. */
+  async sealRanges (from: string, to: string): Promise<void> {
+    await this.ranges.seal(from, to)
+  }
+
+  /** Forgets the pieces held in a file, e.g. a download's output that was removed. */
+  dropRanges (path: string): void {
+    this.ranges.drop(path)
   }
 
   /**
@@ -177,7 +210,7 @@ export class PieceStore {
       } catch (err) {
         if (!isNotFound(err)) throw err
         if (this.index.has(key)) await this.forgetIfMissing(key)
-        return undefined
+        return await this.ranges.read(key, cid)
       }
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
@@ -220,8 +253,9 @@ export class PieceStore {
       } catch (err) {
         if (!isNotFound(err)) throw err
         if (this.index.has(key)) await this.forgetIfMissing(key)
-        release()
-        return undefined
+        const reader = await this.ranges.openForUpload(key, cid, release)
+        if (reader === undefined) release()
+        return reader
       }
       const stats = await handle.stat()
       if (this.verified.get(key) !== fileStamp(stats.ino, stats.mtimeMs, stats.size)) {
@@ -412,54 +446,6 @@ export class PieceStore {
       this.log.warn({ usedBytes: this.index.usedBytes, quotaBytes: this.quotaBytes }, 'piece store is over its quota and every remaining piece is pinned; eviction resumes when pins are released')
     }
     this.overQuotaWarned = over
-  }
-}
-
-/** A piece opened for sending: its size and its bytes by range. */
-export interface PieceReader {
-  readonly size: number
-  /** Reads `length` bytes from `offset`. The range must lie within the piece. */
-  read: (offset: number, length: number) => Promise<Uint8Array>
-  /** Releases the file and the pin. Calling it again does nothing. */
-  close: () => Promise<void>
-}
-
-function memoryReader (bytes: Uint8Array, release: () => void): PieceReader {
-  let open = true
-  return {
-    size: bytes.byteLength,
-    read: async (offset, length) => bytes.subarray(offset, offset + length),
-    close: async () => {
-      if (!open) return
-      open = false
-      release()
-    }
-  }
-}
-
-function fileReader (handle: FileHandle, size: number, release: () => void): PieceReader {
-  let open = true
-  return {
-    size,
-    read: async (offset, length) => {
-      const buffer = Buffer.allocUnsafe(length)
-      let filled = 0
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled)
-        if (bytesRead === 0) throw new VerificationError(`piece file ended at ${offset + filled} of ${size} bytes while it was sent`)
-        filled += bytesRead
-      }
-      return new Uint8Array(buffer.buffer, buffer.byteOffset, length)
-    },
-    close: async () => {
-      if (!open) return
-      open = false
-      try {
-        await handle.close()
-      } finally {
-        release()
-      }
-    }
   }
 }
 

@@ -2,6 +2,7 @@
  * DAG-CBOR encoding and validation of content records. A piece CID that is not
  * known yet is stored as null, because the IPLD data model has no undefined.
  */
+import { isAbsolute } from 'node:path'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { isContentCid, isUrlKey } from '../content/ids.ts'
@@ -12,6 +13,9 @@ import type { ContentRecord } from './content-records.ts'
 /** Largest record file read at start: 65,536 piece CIDs of about 37 bytes each fit with room to spare. */
 export const MAX_RECORD_BYTES = 8 * 1024 * 1024
 
+/** Longest file path a record keeps, Linux's PATH_MAX. */
+const MAX_FILE_PATH = 4096
+
 interface WireRecord {
   v: 1
   key: CID
@@ -20,6 +24,7 @@ interface WireRecord {
   content?: CID
   pieces: Array<CID | null>
   url?: string
+  file?: string
   updatedAt: number
 }
 
@@ -35,6 +40,7 @@ export function encodeRecord (record: ContentRecord): Uint8Array {
   }
   if (record.content !== undefined) wire.content = record.content
   if (record.url !== undefined) wire.url = record.url
+  if (record.file !== undefined) wire.file = record.file
   return dagCbor.encode(wire)
 }
 
@@ -59,6 +65,7 @@ export function decodeRecord (bytes: Uint8Array): ContentRecord {
   }
   if (wire.content !== undefined) record.content = CID.asCID(wire.content) ?? wire.content
   if (wire.url !== undefined) record.url = wire.url
+  if (wire.file !== undefined) record.file = wire.file
 
   const problem = findRecordProblem(record)
   if (problem !== undefined) throw new Error(problem)
@@ -67,7 +74,7 @@ export function decodeRecord (bytes: Uint8Array): ContentRecord {
 
 /** Checks every field of a record; returns what is wrong, or undefined when it is valid. */
 export function findRecordProblem (record: ContentRecord): string | undefined {
-  const { key, size, pieceSize, content, pieces, url, updatedAt } = record
+  const { key, size, pieceSize, content, pieces, url, file, updatedAt } = record
 
   if (!(key instanceof CID) || !(isContentCid(key) || isUrlKey(key))) return 'key is not a content CID or URL key'
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_CONTENT_SIZE) return `size ${String(size)} is not an integer in 0..${MAX_CONTENT_SIZE}`
@@ -90,6 +97,10 @@ export function findRecordProblem (record: ContentRecord): string | undefined {
     if (typeof url !== 'string' || !URL.canParse(url)) return 'url is not a valid URL'
     const parsed = new URL(url)
     if (url.includes('?') || url.includes('#') || parsed.username !== '' || parsed.password !== '') return 'url contains a query string, fragment or credentials'
+  }
+
+  if (file !== undefined && (typeof file !== 'string' || !isAbsolute(file) || file.includes('\0') || file.length > MAX_FILE_PATH)) {
+    return `file ${String(file)} is not an absolute path of at most ${MAX_FILE_PATH} characters`
   }
 
   if (typeof updatedAt !== 'number' || !Number.isFinite(updatedAt) || updatedAt < 0) return `updatedAt ${String(updatedAt)} is not a time in milliseconds`

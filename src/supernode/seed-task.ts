@@ -93,7 +93,6 @@ export class SeedTask {
         this.cids.push(piece.cid)
         await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], url: stripQuery(this.init.url), updatedAt: Date.now() })
         discovery.announce(this.key, [piece.index])
-        discovery.provide(piece.cid)
         this.notify()
         next = await pieces.next()
       }
@@ -112,6 +111,8 @@ export class SeedTask {
       await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: result.content, url: stripQuery(this.init.url), updatedAt: Date.now() })
       await records.flush()
       this.state = 'done'
+      // Downloads find holders by the content key and gossip; piece records serve lookups of one piece.
+      discovery.provideInBackground(this.cids)
       logger.info({ key: this.key.toString(), url: stripQuery(this.init.url), bytes: this.size, pieces: this.cids.length, ms: Date.now() - started }, 'seeded from origin')
     } catch (err) {
       this.error = err instanceof DfnodeError ? err : new OriginUnreachableError(`fetching ${stripQuery(this.init.url)} failed: ${(err as Error).message}`, { cause: err })

@@ -29,6 +29,9 @@ const MAX_KNOWN_SENDERS = 4096
 /** Provide calls that may run at once; the rest wait. */
 const PROVIDE_CONCURRENCY = 4
 
+/** Background provide calls that may run at once, and only while no other provide waits. */
+const BACKGROUND_PROVIDE_CONCURRENCY = 1
+
 export class Discovery {
   private readonly node: DfnodeLibp2p
   private readonly logger: Logger
@@ -38,7 +41,9 @@ export class Discovery {
   /** Addresses last merged into the peer store and when, per sender, so that repeats cost nothing. */
   private readonly knownAddrs = new Map<string, { addrs: string, at: number }>()
   private readonly provideQueue: CID[] = []
+  private readonly backgroundQueue: CID[] = []
   private provideRunning = 0
+  private backgroundRunning = 0
   private flushTimer?: NodeJS.Timeout
   private stopped = false
   private readonly onMessage = (event: CustomEvent<Message>): void => { this.receive(event.detail) }
@@ -95,12 +100,23 @@ export class Discovery {
     this.flushTimer ??= setTimeout(() => { this.flush() }, ANNOUNCE_BATCH_MS)
   }
 
-  /** Announces a content (and, for supernodes, piece CIDs) on the DHT, once per CID and in the background. */
+  /** Announces a content on the DHT, once per CID and without waiting for it. */
   provide (cid: CID): void {
-    const id = cid.toString()
-    if (this.provided.has(id)) return
-    this.provided.add(id)
+    if (!this.markProvided(cid)) return
     this.provideQueue.push(cid)
+    this.drainProvides()
+  }
+
+  /**
+   * Announces CIDs that no download waits for (a supernode's piece CIDs) on
+   * the DHT, one at a time and only while no `provide` call waits. Each
+   * announcement is a DHT walk plus a record sent to the closest peers, so a
+   * batch of them would otherwise compete with the transfer.
+   */
+  provideInBackground (cids: readonly CID[]): void {
+    for (const cid of cids) {
+      if (this.markProvided(cid)) this.backgroundQueue.push(cid)
+    }
     this.drainProvides()
   }
 
@@ -128,17 +144,33 @@ export class Discovery {
     this.pendingHaves.clear()
   }
 
+  /** Records a CID as provided; false if it already was. */
+  private markProvided (cid: CID): boolean {
+    const id = cid.toString()
+    if (this.provided.has(id)) return false
+    this.provided.add(id)
+    return true
+  }
+
   private drainProvides (): void {
     while (!this.stopped && this.provideRunning < PROVIDE_CONCURRENCY && this.provideQueue.length > 0) {
-      const cid = this.provideQueue.shift()!
       this.provideRunning++
-      this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(60_000) })
-        .catch((err: Error) => { this.logger.debug({ err, cid: cid.toString() }, 'DHT provide failed') })
-        .finally(() => {
-          this.provideRunning--
-          this.drainProvides()
-        })
+      this.runProvide(this.provideQueue.shift()!, () => { this.provideRunning-- })
     }
+    while (!this.stopped && this.provideRunning === 0 && this.provideQueue.length === 0 &&
+      this.backgroundRunning < BACKGROUND_PROVIDE_CONCURRENCY && this.backgroundQueue.length > 0) {
+      this.backgroundRunning++
+      this.runProvide(this.backgroundQueue.shift()!, () => { this.backgroundRunning-- })
+    }
+  }
+
+  private runProvide (cid: CID, done: () => void): void {
+    this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(60_000) })
+      .catch((err: Error) => { this.logger.debug({ err, cid: cid.toString() }, 'DHT provide failed') })
+      .finally(() => {
+        done()
+        this.drainProvides()
+      })
   }
 
   private receive (message: Message): void {

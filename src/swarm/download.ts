@@ -5,6 +5,7 @@
  * holder has a piece.
  */
 import { createHash, type Hash } from 'node:crypto'
+import { stat } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
@@ -35,6 +36,15 @@ export interface DownloadComponents {
   logger: Logger
 }
 
+/**
+ * A file that takes each verified piece at its offset in place of the piece store, so that
+ * the piece is written to disk once. The store then serves the piece from that file.
+ */
+export interface PieceSink {
+  path: string
+  write: (index: number, bytes: Uint8Array, offset: number) => Promise<void>
+}
+
 export interface DownloadInit {
   key: CID
   /** Content CID the bytes must hash to, when known before the download. */
@@ -57,6 +67,8 @@ export interface DownloadInit {
   stallMs?: number
   /** Wait for holders on the DHT before back-to-source when no supernode responds, in ms. Default 3000. */
   holderWaitMs?: number
+  /** Where verified pieces go instead of the piece store. */
+  sink?: PieceSink
 }
 
 export interface DownloadStats {
@@ -254,7 +266,7 @@ export class Download {
     const { discovery, logger } = this.components
     try {
       // Pieces already on disk from an earlier run count as local; with all of them, only the content check is left.
-      this.loadLocal()
+      await this.loadLocal()
       if (this.layout != null && this.localCount === this.layout.count) {
         await this.done
         return
@@ -285,23 +297,35 @@ export class Download {
     }
   }
 
-  private loadLocal (): void {
+  private async loadLocal (): Promise<void> {
     const { records, store } = this.components
     const record = records.get(this.key)
     if (record == null) return
     const manifest = records.manifestOf(this.key)
     if (manifest != null) this.expectedContent ??= manifest.content
     this.setLayout({ size: record.size, pieceSize: record.pieceSize, count: pieceCount(record.size, record.pieceSize) })
+    const inStore = record.pieces.map(cid => cid != null && store.has(cid))
     record.pieces.forEach((cid, index) => {
       if (cid == null) return
       if (manifest != null || record.content != null) this.cids[index] = cid
-      if (store.has(cid)) {
+      if (inStore[index] === true) {
         this.cids[index] = cid
         this.markLocal(index, undefined, 'local')
       }
     })
     // Piece CIDs of an incomplete record came from a supernode earlier; they are trusted again.
     record.pieces.forEach((cid, index) => { if (cid != null) this.cids[index] = cid })
+
+    // The output of an earlier fetch holds the other pieces while it is unchanged. Each counts once
+    // its bytes match, so a file changed since is fetched again where it differs.
+    if (manifest != null && record.file != null && await isFileOfSize(record.file, record.size)) {
+      for (const [index, cid] of record.pieces.entries()) {
+        if (cid == null || inStore[index] === true || this.local[index] === true || this.failure != null) continue
+        store.adoptRange(cid, { path: record.file, offset: pieceOffset(index, record.pieceSize), length: pieceLength(index, record.size, record.pieceSize) })
+        const bytes = await store.get(cid).catch(() => undefined)
+        if (bytes != null && !this.hasPiece(index)) this.markLocal(index, bytes, 'local')
+      }
+    }
     this.checkFinished()
   }
 
@@ -715,7 +739,15 @@ export class Download {
   /** Stores a verified piece, announces it and wakes readers. */
   private async accept (index: number, bytes: Uint8Array, from: PieceFrom): Promise<void> {
     const cid = this.cids[index]!
-    await this.components.store.put(cid, bytes, { hashed: true })
+    const sink = this.init.sink
+    if (sink != null) {
+      if (this.local[index] === true) return
+      const offset = pieceOffset(index, this.layout!.pieceSize)
+      await sink.write(index, bytes, offset)
+      this.components.store.putRange(cid, { path: sink.path, offset, length: bytes.byteLength })
+    } else {
+      await this.components.store.put(cid, bytes, { hashed: true })
+    }
     if (this.local[index] === true) return
     this.markLocal(index, bytes, from)
     this.components.discovery.announce(this.key, [index])
@@ -789,6 +821,7 @@ export class Download {
   private saveRecord (): void {
     const layout = this.layout
     if (layout == null) return
+    const file = this.components.records.get(this.key)?.file
     const record = {
       key: this.key,
       size: layout.size,
@@ -796,7 +829,8 @@ export class Download {
       pieces: [...this.cids],
       url: stripQuery(this.init.url),
       updatedAt: Date.now(),
-      ...(this.content != null ? { content: this.content } : {})
+      ...(this.content != null ? { content: this.content } : {}),
+      ...(file != null ? { file } : {})
     }
     this.components.records.set(record).catch((err: Error) => {
       this.components.logger.warn({ key: this.key.toString(), err: err.message }, 'content record not saved')
@@ -831,6 +865,12 @@ export class Download {
   release (): void {
     for (const unpin of this.unpins.splice(0)) unpin()
   }
+}
+
+/** Tells whether `path` is a regular file of `size` bytes. */
+async function isFileOfSize (path: string, size: number): Promise<boolean> {
+  const info = await stat(path).catch(() => undefined)
+  return info != null && info.isFile() && info.size === size
 }
 
 function cidOfSha256Hex (digest: Buffer): CID {

@@ -15,7 +15,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { ContentRecords } from '../store/content-records.ts'
 import { PieceStore } from '../store/piece-store.ts'
 import { Discovery } from './discovery.ts'
-import { Download, type DownloadInit } from './download.ts'
+import { Download, type DownloadInit, type PieceSink } from './download.ts'
 import { PieceServer } from './piece-server.ts'
 import { RateLimiter } from './rate-limiter.ts'
 import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
@@ -62,6 +62,8 @@ export interface OpenRequest {
   headers?: Record<string, string>
   digest?: string
   filter?: string[]
+  /** File for verified pieces in place of the store; used only when this call starts the download. */
+  sink?: PieceSink
 }
 
 export class Engine {
@@ -131,7 +133,8 @@ export class Engine {
       supernodes: this.init.supernodes,
       backSource: this.init.backSource,
       pieceSize: this.init.pieceSize,
-      ...this.init.tuning
+      ...this.init.tuning,
+      ...(request.sink != null ? { sink: request.sink } : {})
     }, { node: this.node, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger })
     this.downloads.set(id, download)
     download.done.then(

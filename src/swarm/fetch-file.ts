@@ -3,14 +3,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
+import type { CID } from 'multiformats/cid'
 import type { Config } from '../config/schema.ts'
 import { cidToDigest } from '../content/ids.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
 import { Engine, engineInitFromConfig } from './engine.ts'
-import type { Download, DownloadLayout } from './download.ts'
+import type { Download, DownloadLayout, PieceSink } from './download.ts'
 import { pieceOffset } from '../content/pieces.ts'
 import { fetchThroughDaemon } from '../daemon/control-client.ts'
 import { controlSocketPath } from '../daemon/control-protocol.ts'
@@ -78,10 +79,23 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
   // An embedded node for the duration, with a fresh identity so that two fetches on one host are two peers.
   const engine = await Engine.create(engineInitFromConfig(config, await ephemeralIdentity(), logger))
-  const temp = tempPathFor(options.output)
+  const output = resolve(options.output)
+  const temp = tempPathFor(output)
   let progressTimer: NodeJS.Timeout | undefined
+  let file: FileHandle | undefined
   try {
-    const download = await engine.open({ url: options.url, headers: options.headers ?? {}, ...(options.digest != null ? { digest: options.digest } : {}), filter: config.filter })
+    // Verified pieces go to their offsets in a temporary file beside the output, and the store
+    // serves them to other peers from that file: each byte is written to disk once.
+    const handle = file = await open(temp, 'wx', 0o644)
+    const written = new Set<number>()
+    const sink: PieceSink = {
+      path: temp,
+      write: async (index, bytes, offset) => {
+        await handle.write(bytes, 0, bytes.byteLength, offset)
+        written.add(index)
+      }
+    }
+    const download = await engine.open({ url: options.url, headers: options.headers ?? {}, ...(options.digest != null ? { digest: options.digest } : {}), filter: config.filter, sink })
     const onAbort = (): void => { download.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
     signal.addEventListener('abort', onAbort, { once: true })
     if (options.onProgress != null) {
@@ -92,21 +106,18 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
       progressTimer.unref()
     }
 
-    // Write each verified piece at its offset in a temporary file beside the output as it arrives.
+    // Pieces that were in the store before this download are copied into the file as well.
     const layout = await download.ready(signal)
-    const file = await open(temp, 'wx', 0o644)
-    try {
-      await writePieces(engine, download, file, layout, signal)
-    } finally {
-      await file.close()
-    }
+    await writePieces(engine, download, handle, layout, signal, written)
+    file = undefined
+    await handle.close()
     signal.removeEventListener('abort', onAbort)
 
     // The file takes its name only after the download verified the whole content (download.done).
-    // Its bytes are the verified pieces, each written at its offset as it arrived.
     const content = download.content
     if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
-    await rename(temp, options.output)
+    await rename(temp, output)
+    await keepServingFrom(engine, download.key, temp, output, logger)
 
     const result: FetchResult = {
       key: download.key.toString(),
@@ -123,11 +134,31 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     if (config.seedMs > 0 && !signal.aborted) await lingerFor(config.seedMs, signal)
     return result
   } catch (err) {
+    await file?.close().catch(() => {})
+    engine.store.dropRanges(temp)
     await rm(temp, { force: true })
     throw err
   } finally {
     clearInterval(progressTimer)
     await engine.stop().catch((err: Error) => { logger.warn({ err: err.message }, 'engine stop failed') })
+  }
+}
+
+/**
+ * Lets the store serve the pieces written into the output from its new name, and records the
+ * output in the content's record, so that a later fetch with this data dir reads the pieces
+ * from it while it is unchanged. The output is complete either way, so a failure here only
+ * costs that reuse.
+ */
+async function keepServingFrom (engine: Engine, key: CID, temp: string, output: string, logger: Logger): Promise<void> {
+  try {
+    await engine.store.sealRanges(temp, output)
+    const record = engine.records.get(key)
+    if (record?.content != null) await engine.records.set({ ...record, file: output, updatedAt: Date.now() })
+  } catch (err) {
+    engine.store.dropRanges(temp)
+    engine.store.dropRanges(output)
+    logger.warn({ err: (err as Error).message, output }, 'output written, but its pieces will not be served from it')
   }
 }
 
@@ -182,9 +213,11 @@ function tempPathFor (output: string): string {
  */
 const MAX_QUEUED_PIECES = 2
 
-/** Writes every piece of a download into `file` at its offset, as pieces arrive, then syncs it. */
-async function writePieces (engine: Engine, download: Download, file: FileHandle, layout: DownloadLayout, signal: AbortSignal): Promise<void> {
-  const written = new Set<number>()
+/**
+ * Writes every piece of a download that is not in `written` into `file` at its offset, as
+ * pieces arrive, then syncs it. `written` lists the pieces already in the file.
+ */
+async function writePieces (engine: Engine, download: Download, file: FileHandle, layout: DownloadLayout, signal: AbortSignal, written: Set<number>): Promise<void> {
   let queued = 0
   let chain: Promise<void> = Promise.resolve()
   let failure: Error | undefined
