@@ -684,6 +684,7 @@ export class Download {
         }
         source.bytes += bytes.byteLength
         await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
+        this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece received')
       } catch (err) {
         this.abortedBytes += received
         if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
