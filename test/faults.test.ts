@@ -179,6 +179,7 @@ describe('faults', () => {
     assert.match(child.stderr, /dfnode: .*(digest|hash)/)
     assert.equal(existsSync(join(dir, 'mismatch.out')), false)
     assert.deepEqual(await filesUnder(join(dir, 'mismatch-supernode', 'store', 'contents')), [])
+    assert.deepEqual(await filesUnder(join(dir, 'mismatch', 'store', 'contents')), [])
   })
 
   it('origin not allowed: peer fetches itself', async () => {
@@ -352,6 +353,51 @@ describe('local store', () => {
     assert.equal(thirdSummary.fromLocal, body.byteLength - 4 * MiB)
     assert.equal(thirdSummary.fromSupernode, 4 * MiB)
     assert.equal(origin.served.get('/again.bin'), body.byteLength)
+  })
+})
+
+describe('killed fetch', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-killed-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    await Promise.all(processes.map(async child => await child.stop('SIGKILL')))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('next fetch removes the temporary file left by SIGKILL', async () => {
+    const body = randomBytes(8 * MiB)
+    origin.files.set('/killed.bin', { body, bytesPerSecond: 2 * MiB })
+    const args = ['fetch', `${base}/killed.bin`, '-o', join(dir, 'killed.out'), '--data-dir', join(dir, 'host'), '--json']
+
+    // A fetch straight from the slow origin is killed once it has written some bytes.
+    const killed = new DfnodeProcess(args)
+    processes.push(killed)
+    const deadline = Date.now() + 30_000
+    while (await partialBytes(dir, 'killed.out') === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    killed.child.kill('SIGKILL')
+    await killed.exited
+    const left = (await readdir(dir)).filter(name => name.endsWith('.part'))
+    assert.equal(left.length, 1, 'the killed fetch left its temporary file')
+
+    // Another file whose process still runs (this test's own) stays.
+    const alive = `.killed.out.dfnode-${process.pid}-00000000.part`
+    await writeFile(join(dir, alive), 'in use')
+
+    origin.files.set('/killed.bin', { body })
+    const again = new DfnodeProcess(args)
+    processes.push(again)
+    const summary = await again.json<FetchSummary>()
+    assert.equal(summary.digest, sha256(body))
+    assert.deepEqual((await readdir(dir)).filter(name => name.endsWith('.part')), [alive])
   })
 })
 

@@ -807,7 +807,6 @@ export class Download {
     const content = cidOfSha256Hex(this.hash.copy().digest())
     if (this.expectedContent != null && !sameCid(this.expectedContent, content)) {
       this.fail(new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(content)}, expected ${cidToDigest(this.expectedContent)}: check --digest, or the origin changed the file`))
-      void this.components.records.delete(this.key).catch(() => {})
       return
     }
     this.content = content
@@ -841,6 +840,12 @@ export class Download {
   private fail (err: Error): void {
     if (this.finished || this.failure != null) return
     this.failure = err
+    // Piece CIDs that do not add up to the expected content must not key it on the next run.
+    if (err instanceof VerificationError) {
+      this.components.records.delete(this.key).catch((cause: Error) => {
+        this.components.logger.warn({ key: this.key.toString(), err: cause.message }, 'content record not deleted')
+      })
+    }
     this.controller.abort(err)
     this.layoutReady.reject(err)
     this.cleanup()

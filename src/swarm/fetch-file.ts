@@ -2,7 +2,7 @@
  * One-shot download of a URL through the swarm into a file.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import type { Config } from '../config/schema.ts'
@@ -72,6 +72,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
   const started = Date.now()
   const signal = options.signal ?? new AbortController().signal
   await checkOutput(options.output)
+  await removeStaleTemps(resolve(options.output), logger)
 
   // A daemon on this host (dfnode proxy) downloads for us, so its node and store serve the swarm.
   const viaDaemon = await fetchViaDaemon(config, logger, options, signal, started)
@@ -205,6 +206,31 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
 
 function tempPathFor (output: string): string {
   return join(dirname(output), `.${basename(output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
+}
+
+/**
+ * Removes temporary files of earlier fetches to the same output whose process is gone, e.g.
+ * one killed with SIGKILL. A file whose process id runs again is left alone.
+ */
+async function removeStaleTemps (output: string, logger: Logger): Promise<void> {
+  const prefix = `.${basename(output)}.dfnode-`
+  const names = await readdir(dirname(output)).catch(() => [] as string[])
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.part')) continue
+    const pid = Number(name.slice(prefix.length).split('-')[0])
+    if (!Number.isSafeInteger(pid) || pid <= 0 || isRunning(pid)) continue
+    await rm(join(dirname(output), name), { force: true })
+    logger.info({ file: join(dirname(output), name) }, 'removed the temporary file of an earlier fetch that did not finish')
+  }
+}
+
+function isRunning (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 /**
