@@ -54,13 +54,11 @@ async function runSupernode (invocation: Invocation, startOverride: typeof start
       // 2. Start and print the addresses other nodes are configured with.
       const handle = await start(config, logger)
       for (const address of handle.multiaddrs) io.stdout.write(`${address}\n`)
-      logger.info({ peerId: handle.peerId, multiaddrs: handle.multiaddrs }, 'supernode started')
 
       // 3. Run until a signal, then stop.
       const signal = await stopRequested.promise
       logger.info({ signal }, 'stopping supernode')
       await handle.stop()
-      logger.info('supernode stopped')
       return ExitCode.ok
     } finally {
       removeHandlers()
