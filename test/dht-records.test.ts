@@ -59,7 +59,7 @@ describe('DHT provider records', () => {
     const { key } = await taskKeyOf(`${base}/records.bin`)
     assert.equal(summary.key, key.toString())
 
-    // A node of its own asks the DHT, through the supernode, until every record is there.
+    // A node of its own queries the DHT, through the supernode, until every record is there.
     node = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await node.dial(toMultiaddr(supernode.address))
     const supernodeId = supernode.address.split('/p2p/')[1]

@@ -58,7 +58,7 @@ export async function resolveOutput (output: string | undefined, url: URL, cwd: 
 
   const parent = await stat(dirname(path)).catch(() => undefined)
   if (parent?.isDirectory() !== true) {
-    throw new UsageError(`cannot write ${path}: directory ${dirname(path)} does not exist; create it first or pass another path with -o`)
+    throw new UsageError(`cannot write ${path}: directory ${dirname(path)} does not exist: create it first or pass another path with -o`)
   }
   return path
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../log.ts'
 import { isNotFound } from './atomic-file.ts'
 import { fileReader, memoryReader, type PieceReader } from './piece-reader.ts'
 
-/** Where a piece lies in a file. */
+/** Location of a piece in a file. */
 export interface FileRange {
   path: string
   offset: number
@@ -18,9 +18,9 @@ export interface FileRange {
 }
 
 /**
- * How far a range is trusted without hashing it: 'writing' while this process writes the file,
- * a file stamp once the file is complete (trusted while the file keeps it), or undefined for a
- * file this process did not write, whose pieces are verified on every read until one matches.
+ * Trust in a range without hashing it. 'writing' applies while this process writes the file, and a
+ * file stamp once the file is complete, trusted while the file keeps it. undefined marks a file
+ * this process did not write: its pieces are verified on every read until one matches.
  */
 type Trust = 'writing' | string | undefined
 
@@ -46,7 +46,7 @@ export class FileRanges {
     return this.ranges.get(key)?.length
   }
 
-  /** Adds a range that this process is writing; it is trusted until `seal`. */
+  /** Adds a range that this process is writing. It is trusted until `seal`. */
   addWriting (key: string, range: FileRange): void {
     this.ranges.set(key, { ...range, trust: 'writing' })
   }
@@ -102,8 +102,8 @@ export class FileRanges {
 
   /**
    * Opens a piece for sending: a trusted range is read from the file part by part, any other is
-   * read and verified whole first. Resolves undefined when the piece cannot be read;
-   * `release` is then not called.
+   * read and verified whole first. Resolves undefined when the piece cannot be read, and then
+   * does not call `release`.
    */
   async openForUpload (key: string, cid: CID, release: () => void): Promise<PieceReader | undefined> {
     const range = this.ranges.get(key)
@@ -131,7 +131,7 @@ export class FileRanges {
     }
   }
 
-  /** Reads a range, hashing it unless the file is trusted; a range that fails is forgotten. */
+  /** Reads a range and hashes it unless the file is trusted. A range that fails is forgotten. */
   private async readChecked (key: string, cid: CID, range: HeldRange, handle: FileHandle): Promise<Uint8Array | undefined> {
     const trusted = await this.trusts(range, handle)
     const buffer = Buffer.allocUnsafe(range.length)

@@ -27,7 +27,7 @@ export function memoryReader (bytes: Uint8Array, release: () => void): PieceRead
   }
 }
 
-/** Reads `size` bytes of a file from `start` on; closing closes the file. */
+/** Reads `size` bytes of a file from `start` on. Closing the reader closes the file. */
 export function fileReader (handle: FileHandle, size: number, release: () => void, start = 0): PieceReader {
   let open = true
   return {

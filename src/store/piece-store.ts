@@ -132,12 +132,12 @@ export class PieceStore {
     this.ranges.addWriting(keyOf(cid), range)
   }
 
-  /** Holds a piece found in a range of an existing file; each read verifies it until one matches. */
+  /** Holds a piece found in a range of an existing file. Each read verifies it until one matches. */
   adoptRange (cid: CID, range: FileRange): void {
     this.ranges.adopt(keyOf(cid), range)
   }
 
-  /** Records that the file written at `from` is complete and now named `to`; see FileRanges.seal. */
+  /** Records that the file written at `from` is complete and now named `to` (FileRanges.seal). */
   async sealRanges (from: string, to: string): Promise<void> {
     await this.ranges.seal(from, to)
   }

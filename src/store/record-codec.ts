@@ -13,7 +13,7 @@ import type { ContentRecord } from './content-records.ts'
 /** Largest record file read at start: 65,536 piece CIDs of about 37 bytes each fit with room to spare. */
 export const MAX_RECORD_BYTES = 8 * 1024 * 1024
 
-/** Longest file path a record keeps, Linux's PATH_MAX. */
+/** Maximum length of the file path in a record, Linux's PATH_MAX. */
 const MAX_FILE_PATH = 4096
 
 interface WireRecord {

@@ -111,7 +111,7 @@ export class SeedTask {
       await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: result.content, url: stripQuery(this.init.url), updatedAt: Date.now() })
       await records.flush()
       this.state = 'done'
-      // Downloads find holders by the content key and gossip; piece records serve lookups of one piece.
+      // Downloads find holders by the content key and gossip. Piece records serve lookups of one piece.
       discovery.provideInBackground(this.cids)
       logger.info({ key: this.key.toString(), url: stripQuery(this.init.url), bytes: this.size, pieces: this.cids.length, ms: Date.now() - started }, 'seeded from origin')
     } catch (err) {

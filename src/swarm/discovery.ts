@@ -144,7 +144,7 @@ export class Discovery {
     this.pendingHaves.clear()
   }
 
-  /** Records a CID as provided; false if it already was. */
+  /** Records a CID as provided, and returns false if it already was. */
   private markProvided (cid: CID): boolean {
     const id = cid.toString()
     if (this.provided.has(id)) return false

@@ -67,7 +67,7 @@ export interface DownloadInit {
   stallMs?: number
   /** Wait for holders on the DHT before back-to-source when no supernode responds, in ms. Default 3000. */
   holderWaitMs?: number
-  /** Where verified pieces go instead of the piece store. */
+  /** File that takes verified pieces in place of the piece store. */
   sink?: PieceSink
 }
 
@@ -316,7 +316,7 @@ export class Download {
     // Piece CIDs of an incomplete record came from a supernode earlier; they are trusted again.
     record.pieces.forEach((cid, index) => { if (cid != null) this.cids[index] = cid })
 
-    // The output of an earlier fetch holds the other pieces while it is unchanged. Each counts once
+    // The output of an earlier fetch contains the other pieces while it is unchanged. Each counts once
     // its bytes match, so a file changed since is fetched again where it differs.
     if (manifest != null && record.file != null && await isFileOfSize(record.file, record.size)) {
       for (const [index, cid] of record.pieces.entries()) {
