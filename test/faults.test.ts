@@ -168,6 +168,22 @@ describe('faults', () => {
     assert.deepEqual(await filesUnder(join(dir, 'hung', 'store', 'contents')), [])
   })
 
+  it('digest request reuses content seeded by URL', async () => {
+    const body = randomBytes(5 * MiB)
+    origin.files.set('/by-url.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'by-url-supernode'))
+    processes.push(supernode.process)
+    const first = await run(fetchArgs('by-url-first', '/by-url.bin', supernode.address)).json<FetchSummary>()
+    assert.equal(first.fromSupernode, body.byteLength)
+
+    // The same file asked for by digest: the supernode finds it by its content and fetches nothing.
+    const second = await run(fetchArgs('by-url-second', '/by-url.bin', supernode.address, ['--digest', sha256(body)])).json<FetchSummary>()
+    assert.equal(second.digest, sha256(body))
+    assert.equal(second.fromSupernode, body.byteLength)
+    assert.equal(second.fromOrigin, 0)
+    assert.equal(origin.served.get('/by-url.bin'), body.byteLength)
+  })
+
   it('digest mismatch: error, no output', async () => {
     const body = randomBytes(1 * MiB)
     origin.files.set('/mismatch.bin', { body })

@@ -4,6 +4,7 @@
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
+import { isContentCid } from '../content/ids.ts'
 import { taskKeyOf } from '../content/keys.ts'
 import { DfnodeError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -64,8 +65,8 @@ export class SeedService {
       origin.checkAllowed(request.url)
       logger.info({ key: key.toString(), url: stripQuery(request.url) }, 'seed request')
 
-      // A complete content already stored is served from its record.
-      const complete = this.completeRecord(key)
+      // A complete content already stored is served from its record, also when it was seeded under its URL key.
+      const complete = this.completeRecord(key) ?? await this.recordByContent(key, request.url)
       if (complete != null) {
         await framed.write({ t: 'meta', key, size: complete.size, pieceSize: complete.pieceSize })
         await this.sendCids(framed, complete.pieces, 0)
@@ -95,6 +96,20 @@ export class SeedService {
     if (manifest == null) return undefined
     if (!manifest.pieces.every(cid => this.components.store.has(cid))) return undefined
     return manifest
+  }
+
+  /**
+   * Finds a complete content stored under another key (a URL key) whose digest is `key`, and
+   * records it under `key` too, so that a request by digest does not fetch it from the origin again.
+   */
+  private async recordByContent (key: CID, url: string): Promise<ReturnType<SeedService['completeRecord']>> {
+    if (!isContentCid(key)) return undefined
+    const { records, discovery } = this.components
+    const stored = records.list().find(record => record.content != null && record.content.equals(key) && this.completeRecord(record.key) != null)
+    if (stored == null) return undefined
+    await records.set({ key, size: stored.size, pieceSize: stored.pieceSize, pieces: [...stored.pieces], content: key, url: stripQuery(url), updatedAt: Date.now() })
+    discovery.provide(key)
+    return this.completeRecord(key)
   }
 
   private taskFor (key: CID, expected: CID | undefined, url: string, headers: Record<string, string>): SeedTask {
