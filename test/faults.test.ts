@@ -243,6 +243,7 @@ describe('faults', () => {
     const child = run(fetchArgs('nosource', '/nosource.bin', undefined, ['--no-back-source']))
     assert.equal(await child.exited, 7)
     assert.match(child.stderr, /dfnode: no supernode or peer/)
+    assert.match(child.stderr, /no supernode is configured: pass --supernode/)
     assert.equal(origin.requests.get('/nosource.bin'), undefined)
   })
 
@@ -254,6 +255,11 @@ describe('faults', () => {
     const summary = await child.json<FetchSummary>()
     assert.equal(summary.fromOrigin, body.byteLength)
     assert.match(child.stderr, /supernode unreachable/)
+
+    // Without back-source, the error names the address and why it failed.
+    const strict = run(fetchArgs('unreachable-strict', '/unreachable.bin', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ', ['--no-back-source']))
+    assert.equal(await strict.exited, 7)
+    assert.match(strict.stderr, /dfnode: .*no supernode answered \(\/ip4\/127\.0\.0\.1\/tcp\/1\/p2p\/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ: /)
   })
 })
 

@@ -356,7 +356,7 @@ export class Download {
       }, this.controller.signal)
     } catch (err) {
       logger.warn({ supernode: address, attempt, err: (err as Error).message }, 'supernode unreachable, trying the next')
-      if (attempt === 0) this.unreachable.push(address)
+      if (attempt === 0) this.unreachable.push(`${address}: ${(err as Error).message}`)
       return 'unreachable'
     }
 
@@ -405,11 +405,16 @@ export class Download {
     }
     if (this.layout != null || this.failure != null) return
     if (!this.init.backSource) {
-      let supernodes = ''
-      if (this.unreachable.length > 0) supernodes = ` (supernodes unreachable: ${this.unreachable.join(', ')})`
-      else if (this.refused.length > 0) supernodes = ` (supernodes ${this.refused.join(', ')} may not fetch from this origin; start them with --allow-origin)`
-      else if (this.init.supernodes.length === 0) supernodes = ' (no supernode configured)'
-      throw new NoSourceError(`no supernode or peer has ${stripQuery(this.init.url)}${supernodes} and back-to-source is off; check that a supernode runs at the configured address, or drop --no-back-source`)
+      const url = stripQuery(this.init.url)
+      let reason = 'check that a supernode runs at the configured address, or drop --no-back-source'
+      if (this.refused.length > 0) {
+        reason = `supernodes ${this.refused.join(', ')} may not fetch from this origin: start them with --allow-origin ${new URL(this.init.url).host}, or drop --no-back-source`
+      } else if (this.unreachable.length > 0) {
+        reason = `no supernode answered (${this.unreachable.join('; ')}): check that a dfnode supernode runs at that address, or drop --no-back-source`
+      } else if (this.init.supernodes.length === 0) {
+        reason = 'no supernode is configured: pass --supernode MULTIADDR, or drop --no-back-source'
+      }
+      throw new NoSourceError(`no supernode or peer has ${url} and back-to-source is off; ${reason}`)
     }
     await this.backSourceAll()
   }
