@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
-import { mkdtemp, readdir, readFile, rm, open, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, open, stat, truncate, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -375,6 +375,13 @@ describe('local store', () => {
     assert.equal(thirdSummary.fromLocal, body.byteLength - 4 * MiB)
     assert.equal(thirdSummary.fromSupernode, 4 * MiB)
     assert.equal(origin.served.get('/again.bin'), body.byteLength)
+
+    // third.out cut short: the first piece, still whole in it, is read from it.
+    await truncate(join(dir, 'third.out'), 4_500_000)
+    const fourth = await fetchOnce('fourth.out').json<FetchSummary>()
+    assert.equal(sha256(await readFile(join(dir, 'fourth.out'))), sha256(body))
+    assert.equal(fourth.fromLocal, 4 * MiB)
+    assert.equal(fourth.fromSupernode, body.byteLength - 4 * MiB)
   })
 })
 

@@ -318,10 +318,17 @@ export class Download {
 
     // The output of an earlier fetch contains the other pieces while it is unchanged. Each counts once
     // its bytes match, so a file changed since is fetched again where it differs.
-    if (manifest != null && record.file != null && await isFileOfSize(record.file, record.size)) {
+    const fileSize = manifest != null && record.file != null ? await regularFileSize(record.file) : undefined
+    if (record.file != null && fileSize !== record.size) {
+      this.components.logger.info({ key: this.key.toString(), file: record.file, size: fileSize ?? null, expected: record.size }, 'earlier output is missing or has another size; only pieces inside it are checked')
+    }
+    if (manifest != null && record.file != null && fileSize != null) {
       for (const [index, cid] of record.pieces.entries()) {
         if (cid == null || inStore[index] === true || this.local[index] === true || this.failure != null) continue
-        store.adoptRange(cid, { path: record.file, offset: pieceOffset(index, record.pieceSize), length: pieceLength(index, record.size, record.pieceSize) })
+        const offset = pieceOffset(index, record.pieceSize)
+        const length = pieceLength(index, record.size, record.pieceSize)
+        if (offset + length > fileSize) continue
+        store.adoptRange(cid, { path: record.file, offset, length })
         const bytes = await store.get(cid).catch(() => undefined)
         if (bytes != null && !this.hasPiece(index)) this.markLocal(index, bytes, 'local')
       }
@@ -878,10 +885,10 @@ export class Download {
   }
 }
 
-/** Tells whether `path` is a regular file of `size` bytes. */
-async function isFileOfSize (path: string, size: number): Promise<boolean> {
+/** Returns the size of the regular file at `path`, or undefined when there is none. */
+async function regularFileSize (path: string): Promise<number | undefined> {
   const info = await stat(path).catch(() => undefined)
-  return info != null && info.isFile() && info.size === size
+  return info != null && info.isFile() ? info.size : undefined
 }
 
 function cidOfSha256Hex (digest: Buffer): CID {
