@@ -405,17 +405,19 @@ describe('killed fetch', () => {
   it('next fetch removes the temporary file left by SIGKILL', async () => {
     const body = randomBytes(8 * MiB)
     origin.files.set('/killed.bin', { body, bytesPerSecond: 2 * MiB })
-    const args = ['fetch', `${base}/killed.bin`, '-o', join(dir, 'killed.out'), '--data-dir', join(dir, 'host'), '--json']
+    const args = ['fetch', `${base}/killed.bin`, '-o', join(dir, 'killed.out'), '--data-dir', join(dir, 'host'), '--listen', '/ip4/127.0.0.1/tcp/0', '--json', '--verbose']
 
     // A fetch straight from the slow origin is killed once it has written some bytes.
     const killed = new DfnodeProcess(args)
     processes.push(killed)
-    const deadline = Date.now() + 30_000
-    while (await partialBytes(dir, 'killed.out') === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    const deadline = Date.now() + 60_000
+    while (await partialBytes(dir, 'killed.out') === 0 && killed.child.exitCode === null && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
     killed.child.kill('SIGKILL')
     await killed.exited
     const left = (await readdir(dir)).filter(name => name.endsWith('.part'))
-    assert.equal(left.length, 1, 'the killed fetch left its temporary file')
+    assert.equal(left.length, 1, `the killed fetch left no temporary file; its log ends with:\n${killed.stderr.slice(-3000)}`)
 
     // Another file whose process still runs (this test's own) stays.
     const alive = `.killed.out.dfnode-${process.pid}-00000000.part`

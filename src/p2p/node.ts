@@ -70,7 +70,9 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
-        floodPublish: true,
+        // A HAVE goes to the sender's mesh of 3 and on from there, not to every topic peer: each peer
+        // then receives fewer copies, which saves CPU time in large swarms (docs/architecture.md).
+        floodPublish: false,
         heartbeatInterval: 500,
         D: 3,
         Dlo: 2,
@@ -79,7 +81,7 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
         Dout: 1,
         Dlazy: 3,
         maxInboundDataLength: 1024 * 1024,
-        // Flood publishing delivers each message several times. Without a fast id, gossipsub checks the
+        // The mesh delivers each message several times. Without a fast id, gossipsub checks the
         // signature of every copy before it finds the duplicate. This id is the default message id
         // (sender and sequence number), read from the raw message.
         fastMsgIdFn: fastMessageId
