@@ -341,6 +341,15 @@ describe('config validation', () => {
     }
   })
 
+  it('leaves library text out of peer id errors', async () => {
+    await assert.rejects(load({ flags: { supernodes: ['/ip4/198.18.0.1/tcp/8002/p2p/notapeerid'] } }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`)
+      assert.ok(err.message.endsWith('invalid peer id "notapeerid"'), err.message)
+      assert.ok(!err.message.includes('multibase'), err.message)
+      return true
+    })
+  })
+
   it('formats the message as key, value, source, expectation', async () => {
     const file = await writeTemp('config.yaml', 'pieceSize: 3MiB\n')
     await assert.rejects(load({ configPath: file }), {

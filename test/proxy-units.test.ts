@@ -53,6 +53,7 @@ describe('request targets', () => {
     assert.equal(checkPath('/v2/app/../blobs/x')?.code, 'NAME_INVALID')
     assert.equal(checkPath('/v2/app/%2E%2E/x')?.code, 'NAME_INVALID')
     assert.equal(checkPath('/v2/app/%zz')?.code, 'NAME_INVALID')
+    assert.equal(checkPath('/v2/app/blobs/sha256:%zz')?.code, 'DIGEST_INVALID')
     assert.equal(checkPath(`/docker/registry/v2/blobs/sha256/zz/${HEX}/data`)?.code, 'DIGEST_INVALID')
     assert.equal(checkPath('/v2/app/manifests/latest'), undefined)
   })

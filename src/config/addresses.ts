@@ -43,8 +43,10 @@ export function tcpMultiaddrProblem (text: string, rules: TcpMultiaddrRules): st
   }
   try {
     peerIdFromString(peer.value ?? '')
-  } catch (err) {
-    return `invalid peer id "${peer.value ?? ''}" (${(err as Error).message})`
+  } catch {
+    // The caller's message already shows a valid address. The library's error is about multibase
+    // decoders, which does not help a user, so it is left out.
+    return `invalid peer id "${peer.value ?? ''}"`
   }
   return undefined
 }

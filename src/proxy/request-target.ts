@@ -43,6 +43,13 @@ const STORAGE_SHAPE = /\/docker\/registry\/v2\/blobs\/sha256\/([^/]*)\/([^/]*)\/
  * segments, NUL bytes and malformed sha256 digests.
  */
 export function checkPath (rawPath: string): TargetError | undefined {
+  // A malformed digest reference is reported as such, even when it is also badly percent-encoded.
+  const api = API_REFERENCE.exec(rawPath)
+  const reference = api?.[3]
+  if (reference != null && reference.toLowerCase().startsWith('sha256:') && !DIGEST_REF.test(reference)) {
+    return { status: 400, code: 'DIGEST_INVALID', message: `invalid digest "${reference}": expected sha256: followed by 64 lowercase hex characters` }
+  }
+
   for (const segment of rawPath.split('/')) {
     let decoded: string
     try {
@@ -53,12 +60,6 @@ export function checkPath (rawPath: string): TargetError | undefined {
     if (decoded === '.' || decoded === '..' || decoded.includes('\0')) {
       return { status: 400, code: 'NAME_INVALID', message: `invalid path segment "${segment}": dot segments and NUL bytes are not allowed` }
     }
-  }
-
-  const api = API_REFERENCE.exec(rawPath)
-  const reference = api?.[3]
-  if (reference != null && reference.toLowerCase().startsWith('sha256:') && !DIGEST_REF.test(reference)) {
-    return { status: 400, code: 'DIGEST_INVALID', message: `invalid digest "${reference}": expected sha256: followed by 64 lowercase hex characters` }
   }
 
   const storage = STORAGE_SHAPE.exec(rawPath)
