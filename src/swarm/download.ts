@@ -59,7 +59,10 @@ export interface DownloadInit {
   backSource: boolean
   /** Piece size used when this peer cuts the content itself, in bytes. */
   pieceSize: number
-  /** Requests in flight per peer. Default 4. */
+  /**
+   * Requests in flight per peer. Default 2. A holder splits its upload between the requests it
+   * serves, so with fewer of them each piece arrives sooner and its receiver can pass it on sooner.
+   */
   peerRequests?: number
   /** Requests in flight to a supernode. Default 2. */
   supernodeRequests?: number
@@ -630,7 +633,7 @@ export class Download {
 
     // Fill each holder's request window.
     for (const source of state.sources) {
-      const limit = source.supernode ? (this.init.supernodeRequests ?? 2) : (this.init.peerRequests ?? 4)
+      const limit = source.supernode ? (this.init.supernodeRequests ?? 2) : (this.init.peerRequests ?? 2)
       while (source.inflight.size < limit) {
         const index = pickPiece(source, state)
         if (index == null) break
