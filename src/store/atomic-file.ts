@@ -43,7 +43,8 @@ export function isStaleTemp (name: string, mtimeMs: number, now = Date.now()): b
   return !isProcessRunning(Number(match[1]))
 }
 
-function isProcessRunning (pid: number): boolean {
+/** Tells whether a process with this id exists. Ids that are not positive integers name none. */
+export function isProcessRunning (pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)

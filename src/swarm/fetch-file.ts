@@ -8,6 +8,7 @@ import type { CID } from 'multiformats/cid'
 import type { Config } from '../config/schema.ts'
 import { cidToDigest } from '../content/ids.ts'
 import { UsageError, VerificationError } from '../errors.ts'
+import { isProcessRunning } from '../store/atomic-file.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
 import { Engine, engineInitFromConfig } from './engine.ts'
@@ -218,18 +219,9 @@ async function removeStaleTemps (output: string, logger: Logger): Promise<void> 
   for (const name of names) {
     if (!name.startsWith(prefix) || !name.endsWith('.part')) continue
     const pid = Number(name.slice(prefix.length).split('-')[0])
-    if (!Number.isSafeInteger(pid) || pid <= 0 || isRunning(pid)) continue
+    if (!Number.isSafeInteger(pid) || pid <= 0 || isProcessRunning(pid)) continue
     await rm(join(dirname(output), name), { force: true })
     logger.info({ file: join(dirname(output), name) }, 'removed the temporary file of an earlier fetch that did not finish')
-  }
-}
-
-function isRunning (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 
