@@ -144,6 +144,26 @@ describe('super-seeding', () => {
     assert.equal(seeding.decide(key, 0, 'b'), 'serve')
   })
 
+  it('holds copies during first uploads', async () => {
+    const { SuperSeeding } = await import('../src/supernode/super-seeding.ts')
+    const { cidOfBytes } = await import('../src/content/ids.ts')
+    const key = await cidOfBytes(new Uint8Array([5]))
+    let complete = false
+    const seeding = new SuperSeeding({ graceMs: 0, completeGraceMs: 0, pendingMs: 60_000, isComplete: () => complete })
+    assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    seeding.finished(key, 0, 'a', true)
+    assert.equal(seeding.decide(key, 1, 'b'), 'serve')
+    await new Promise(resolve => setTimeout(resolve, 5))
+    // Piece 1 is on its way to its first peer, so the upload has no room for a copy of piece 0.
+    assert.equal(seeding.decide(key, 0, 'c'), 'busy')
+    complete = true
+    assert.equal(seeding.decide(key, 0, 'c'), 'serve')
+    complete = false
+    seeding.finished(key, 1, 'b', true)
+    await new Promise(resolve => setTimeout(resolve, 5))
+    assert.equal(seeding.decide(key, 0, 'd'), 'serve')
+  })
+
   it('serves again after a failed upload', async () => {
     const { SuperSeeding } = await import('../src/supernode/super-seeding.ts')
     const { cidOfBytes } = await import('../src/content/ids.ts')

@@ -3,8 +3,9 @@
  * responds 'busy' to the others, which fetch it from that peer. So its upload
  * carries new pieces instead of copies. A second peer gets a piece from the supernode
  * only when the first upload failed, its recipients left, or a grace period has passed
- * since the first upload finished. The grace period is shorter once the supernode has stored
- * the whole content.
+ * since the first upload finished. While the supernode still cuts the content, a copy also
+ * waits until no first upload of that content runs: until then, fresh pieces fill the upload.
+ * The grace period is shorter once the supernode has stored the whole content.
  */
 import type { CID } from 'multiformats/cid'
 import type { UploadPolicy } from '../swarm/piece-server.ts'
@@ -27,6 +28,12 @@ export interface SuperSeedingInit {
   isConnected?: (peer: string) => boolean
 }
 
+interface ContentEntry {
+  pieces: Map<number, PieceEntry>
+  /** First uploads in progress: piece index and start, in ms since the epoch. */
+  firstUploads: Map<number, number>
+}
+
 interface PieceEntry {
   /** Peers the piece was or is being uploaded to. */
   peers: Set<string>
@@ -41,7 +48,7 @@ const MAX_CONTENTS = 1024
 
 export class SuperSeeding implements UploadPolicy {
   private readonly init: SuperSeedingInit
-  private readonly contents = new Map<string, Map<number, PieceEntry>>()
+  private readonly contents = new Map<string, ContentEntry>()
 
   constructor (init: SuperSeedingInit = {}) {
     this.init = init
@@ -49,43 +56,60 @@ export class SuperSeeding implements UploadPolicy {
 
   /** Decides whether `peer` gets piece `index` of `key` now or is sent to other holders. */
   decide (key: CID, index: number, peer: string): 'serve' | 'busy' {
-    const pieces = this.piecesOf(key)
+    const content = this.contentOf(key)
     const now = Date.now()
-    let entry = pieces.get(index)
+    let entry = content.pieces.get(index)
     if (entry == null) {
       entry = { peers: new Set(), first: now }
-      pieces.set(index, entry)
+      content.pieces.set(index, entry)
     }
 
     const copies = this.init.copies ?? 1
+    const pendingMs = this.init.pendingMs ?? 30_000
     const recipientsLeft = this.init.isConnected != null && entry.peers.size > 0 && ![...entry.peers].some(this.init.isConnected)
-    const grace = this.init.isComplete?.(key) === true ? (this.init.completeGraceMs ?? 1000) : (this.init.graceMs ?? 5000)
+    const complete = this.init.isComplete?.(key) === true
+    const grace = complete ? (this.init.completeGraceMs ?? 1000) : (this.init.graceMs ?? 5000)
     const waited = entry.delivered != null
-      ? now - entry.delivered > grace
-      : now - entry.first > (this.init.pendingMs ?? 30_000)
+      ? now - entry.delivered > grace && (complete || !this.firstUploadRunning(content, now, pendingMs))
+      : now - entry.first > pendingMs
     const serve = entry.peers.has(peer) || entry.peers.size < copies || recipientsLeft || waited
     if (!serve) return 'busy'
-    if (entry.peers.size === 0) entry.first = now
+    if (entry.peers.size === 0) {
+      entry.first = now
+      content.firstUploads.set(index, now)
+    }
     entry.peers.add(peer)
     return 'serve'
   }
 
   /** Records the end of an upload: a failed one frees the piece for the next requester. */
   finished (key: CID, index: number, peer: string, ok: boolean): void {
-    const entry = this.contents.get(key.toString())?.get(index)
-    if (entry == null) return
-    if (ok) entry.delivered ??= Date.now()
-    else if (entry.delivered == null) entry.peers.delete(peer)
+    const content = this.contents.get(key.toString())
+    const entry = content?.pieces.get(index)
+    if (content == null || entry == null) return
+    if (ok) {
+      entry.delivered ??= Date.now()
+      content.firstUploads.delete(index)
+    } else if (entry.delivered == null) {
+      entry.peers.delete(peer)
+      if (entry.peers.size === 0) content.firstUploads.delete(index)
+    }
   }
 
-  private piecesOf (key: CID): Map<number, PieceEntry> {
+  /** Tells whether a first upload of the content started less than `pendingMs` ago and still runs. */
+  private firstUploadRunning (content: ContentEntry, now: number, pendingMs: number): boolean {
+    for (const started of content.firstUploads.values()) if (now - started <= pendingMs) return true
+    return false
+  }
+
+  private contentOf (key: CID): ContentEntry {
     const id = key.toString()
-    let pieces = this.contents.get(id)
-    if (pieces == null) {
-      pieces = new Map()
-      this.contents.set(id, pieces)
+    let content = this.contents.get(id)
+    if (content == null) {
+      content = { pieces: new Map(), firstUploads: new Map() }
+      this.contents.set(id, content)
       if (this.contents.size > MAX_CONTENTS) this.contents.delete(this.contents.keys().next().value!)
     }
-    return pieces
+    return content
   }
 }
