@@ -4,6 +4,7 @@
  * route is added to the root namespace. Each host's upload is limited on its
  * own veth egress and its download on the egress of the bridge-side end.
  */
+import { isProcessRunning } from '../../../src/store/atomic-file.ts'
 import { runCommand, runInNamespace } from './commands.ts'
 import { TestbedError } from './errors.ts'
 import { limitEgress } from './shaping.ts'
@@ -108,7 +109,7 @@ export async function removeLeftovers (family: string): Promise<LeftoverReport> 
     const match = pattern.exec(name)
     if (match == null) continue
     const pid = Number(match[1])
-    if (pid !== process.pid && isProcessAlive(pid)) {
+    if (pid !== process.pid && isProcessRunning(pid)) {
       report.inUse.push(name)
       continue
     }
@@ -116,15 +117,6 @@ export async function removeLeftovers (family: string): Promise<LeftoverReport> 
     report.removed.push(name)
   }
   return report
-}
-
-function isProcessAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /** A set of shaped hosts on one bridge; `destroy()` removes every namespace it made. */
