@@ -185,7 +185,8 @@ describe('faults', () => {
   })
 
   it('digest mismatch: error, no output', async () => {
-    const body = randomBytes(1 * MiB)
+    // Several pieces, so that some arrive while the supernode reports the mismatch.
+    const body = randomBytes(24 * MiB)
     origin.files.set('/mismatch.bin', { body })
     const supernode = await startSupernodeProcess(join(dir, 'mismatch-supernode'))
     processes.push(supernode.process)

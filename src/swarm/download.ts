@@ -835,7 +835,8 @@ export class Download {
 
   private saveRecord (): void {
     const layout = this.layout
-    if (layout == null) return
+    // After a failed verification the record is deleted, and pieces still arriving must not write it again.
+    if (layout == null || this.failure instanceof VerificationError) return
     const file = this.components.records.get(this.key)?.file
     const record = {
       key: this.key,
