@@ -67,7 +67,7 @@ describe('URL normalisation', () => {
     assert.ok(DEFAULT_QUERY_FILTER.includes('ns'))
   })
 
-  for (const [bad, pattern] of [['not a url', /invalid URL/], ['ftp://h/x', /unsupported URL scheme "ftp"/], ['file:///etc/passwd', /unsupported URL scheme "file"/], ['http://user:pw@h/x', /credentials/]] as const) {
+  for (const [bad, pattern] of [['not a url', /invalid URL/], ['ftp://h/x', /unsupported URL scheme "ftp"/], ['file:///etc/passwd', /unsupported URL scheme "file"/], ['http://user:pw@h/x', /credentials/], ['http://127.0.0.1:99999/x', /invalid port 99999 in URL/], ['http://[::1]:70000', /invalid port 70000/]] as const) {
     it(`rejects ${bad}`, () => {
       assert.throws(() => parseHttpUrl(bad), (err: Error) => err instanceof UsageError && pattern.test(err.message))
     })
