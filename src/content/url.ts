@@ -24,8 +24,11 @@ export function parseHttpUrl (value: string): URL {
   try {
     url = new URL(value)
   } catch {
+    // The parser rejects a port above 65535 like any other fault, so that case is named here.
     const port = /^[a-z][a-z0-9+.-]*:\/\/(?:\[[^\]]*\]|[^/?#:@]*):(\d+)(?:[/?#]|$)/i.exec(value)?.[1]
-    if (port != null && Number(port) > 65535) throw new UsageError(`invalid port ${port} in URL "${value}": use a port from 1 to 65535`)
+    if (port != null && Number(port) > 65535) {
+      throw new UsageError(`invalid port ${port} in URL "${value}": use a port from 1 to 65535`)
+    }
     throw new UsageError(`invalid URL "${value}": expected an absolute http:// or https:// URL`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {

@@ -4,7 +4,7 @@
  * carries new pieces instead of copies. A second peer gets a piece from the supernode
  * only when the first upload failed, its recipients left, or a grace period has passed
  * since the first upload finished. While the supernode still cuts the content, a copy also
- * waits until no first upload of that content runs: until then, fresh pieces fill the upload.
+ * waits until no first upload of that content runs, because until then fresh pieces fill the upload.
  * The grace period is shorter once the supernode has stored the whole content.
  */
 import type { CID } from 'multiformats/cid'
@@ -28,7 +28,9 @@ export interface SuperSeedingInit {
   isConnected?: (peer: string) => boolean
 }
 
+/** Upload state of one content. */
 interface ContentEntry {
+  /** Pieces by index. */
   pieces: Map<number, PieceEntry>
   /** First uploads in progress: piece index and start, in ms since the epoch. */
   firstUploads: Map<number, number>
