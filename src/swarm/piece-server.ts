@@ -102,7 +102,14 @@ export class PieceServer {
           continue
         }
         const cid = records.get(request.key)?.pieces[request.i]
-        const piece = cid != null ? await store.openForUpload(cid) : undefined
+        let piece
+        try {
+          piece = cid != null ? await store.openForUpload(cid) : undefined
+        } catch (err) {
+          // The policy counts this upload as started, so it learns that it failed.
+          this.policy?.finished?.(request.key, request.i, peer, false)
+          throw err
+        }
         if (piece == null) {
           this.policy?.finished?.(request.key, request.i, peer, false)
           await framed.write({ t: 'missing', i: request.i })
