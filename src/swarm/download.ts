@@ -176,12 +176,15 @@ export class Download {
   private unwatch?: () => void
   private timers: NodeJS.Timeout[] = []
   private readonly started = Date.now()
+  /** Peer ids in the configured supernode multiaddrs. */
+  private readonly supernodeIds: Set<string>
 
   constructor (init: DownloadInit, components: DownloadComponents) {
     this.key = init.key
     this.init = init
     this.components = components
     if (init.expected != null) this.expectedContent = init.expected
+    this.supernodeIds = new Set(init.supernodes.map(peerIdIn).filter(id => id != null))
     const { promise, resolve, reject } = Promise.withResolvers<void>()
     this.done = promise
     this.resolveDone = resolve
@@ -496,10 +499,13 @@ export class Download {
 
   private sourceFor (peer: PeerId, supernode: boolean): Source {
     const id = peer.toString()
+    const isSupernode = supernode || this.supernodeIds.has(id)
     let source = this.sources.get(id)
     if (source == null) {
-      source = new Source(peer, supernode)
+      source = new Source(peer, isSupernode)
       this.sources.set(id, source)
+    } else if (isSupernode) {
+      source.supernode = true
     }
     return source
   }
@@ -887,6 +893,12 @@ export class Download {
   release (): void {
     for (const unpin of this.unpins.splice(0)) unpin()
   }
+}
+
+/** Returns the peer id at the end of a multiaddr (`.../p2p/<id>`), or undefined when it has none. */
+function peerIdIn (address: string): string | undefined {
+  const match = /\/p2p\/([^/]+)$/.exec(address)
+  return match?.[1]
 }
 
 /** Returns the size of the regular file at `path`, or undefined when there is none. */

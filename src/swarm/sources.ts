@@ -8,8 +8,11 @@ import type { PieceClient } from './piece-client.ts'
 export class Source {
   readonly peer: PeerId
   readonly id: string
-  /** True for a configured supernode, whose piece CIDs are trusted. */
-  readonly supernode: boolean
+  /**
+   * True for a supernode: one whose peer id is in a configured multiaddr, or one that
+   * answered a seed request. A holder first seen through gossip or the DHT becomes one then.
+   */
+  supernode: boolean
   /** Pieces the holder has verified. */
   readonly has = new Set<number>()
   /** Pieces requested from this holder and not received yet. */

@@ -1,0 +1,108 @@
+/**
+ * How a download tells supernodes from other holders. A supernode that the
+ * download first hears of through gossip, before its seed request is answered,
+ * must still count as the supernode: the picker leaves it the pieces no peer
+ * has, and its bytes are reported as the supernode's.
+ *
+ * The supernode, the libp2p node, the store and the origin are real. Gossip is
+ * scripted: only a scripted discovery reports the supernode as a holder before
+ * the seed answer on every run, which real gossip does only now and then.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { CID } from 'multiformats/cid'
+import { taskKeyOf } from '../src/content/keys.ts'
+import { silentLogger } from '../src/log.ts'
+import { OriginClient } from '../src/origin/client.ts'
+import { ephemeralIdentity } from '../src/p2p/identity.ts'
+import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
+import { ContentRecords } from '../src/store/content-records.ts'
+import { PieceStore } from '../src/store/piece-store.ts'
+import type { Discovery, HaveListener } from '../src/swarm/discovery.ts'
+import { Download } from '../src/swarm/download.ts'
+import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
+import { TestOrigin } from './helpers/origin-server.ts'
+
+const MiB = 1024 * 1024
+
+/** Discovery that reports one holder of every piece as soon as a download watches the content. */
+function gossipFirst (holder: PeerId, pieces: number): Discovery {
+  const scripted = {
+    watch: (_key: CID, listener: HaveListener) => {
+      listener(holder, Array.from({ length: pieces }, (_, index) => index))
+      return () => {}
+    },
+    announce: () => {},
+    provide: () => {},
+    findProviders: async function * () {}
+  }
+  return scripted as unknown as Discovery
+}
+
+describe('download sources', () => {
+  const origin = new TestOrigin()
+  const processes: DfnodeProcess[] = []
+  const stops: Array<() => Promise<void>> = []
+  let dir = ''
+  let base = ''
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-sources-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    for (const stop of stops.reverse()) await stop()
+    await Promise.all(processes.map(async child => await child.stop()))
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  const startDownload = async (url: string, supernode: string, holder: PeerId, pieces: number): Promise<Download> => {
+    const logger = silentLogger()
+    const node: DfnodeLibp2p = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const storeDir = await mkdtemp(join(dir, 'peer-'))
+    const store = new PieceStore({ dir: storeDir, logger })
+    const records = new ContentRecords({ dir: storeDir, logger })
+    const originClient = new OriginClient({ logger })
+    await store.start()
+    await records.start()
+    stops.push(async () => {
+      await node.stop()
+      await records.stop()
+      await store.stop()
+      await originClient.close()
+    })
+    const { key } = await taskKeyOf(url)
+    const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode], backSource: false, pieceSize: 4 * MiB }, {
+      node, store, records, discovery: gossipFirst(holder, pieces), origin: originClient, logger
+    })
+    download.start()
+    await download.done
+    return download
+  }
+
+  it('counts a supernode heard of by gossip first as the supernode', async () => {
+    const body = randomBytes(10 * MiB)
+    origin.files.set('/gossip-first.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    processes.push(supernode.process)
+    const peerId = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
+
+    // Without /p2p/<id>, as a host from /etc/dragonfly.conf: the seed answer identifies the supernode.
+    const withoutId = supernode.address.split('/p2p/')[0] ?? ''
+    const first = await startDownload(`${base}/gossip-first.bin`, withoutId, peerId, 3)
+    assert.deepEqual(first.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })
+
+    // With /p2p/<id>: the configured address identifies it.
+    const second = await startDownload(`${base}/gossip-first.bin`, supernode.address, peerId, 3)
+    assert.deepEqual(second.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })
+    assert.equal(origin.served.get('/gossip-first.bin'), body.byteLength)
+  })
+})
