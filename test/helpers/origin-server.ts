@@ -87,8 +87,9 @@ export class TestOrigin {
     const chunk = 64 * 1024
     let offset = start
     const perTick = file.bytesPerSecond != null ? Math.max(1, Math.floor(file.bytesPerSecond / 20)) : Infinity
+    // Only the 50 ms timer refills the budget: a 'drain' resumes with what is left of it.
+    let budget = perTick
     const pump = (): void => {
-      let budget = perTick
       while (offset < end && budget > 0) {
         const take = Math.min(chunk, end - offset, budget)
         const ok = res.write(file.body.subarray(offset, offset + take))
@@ -104,7 +105,10 @@ export class TestOrigin {
         res.end()
         return
       }
-      setTimeout(pump, 50)
+      setTimeout(() => {
+        budget = perTick
+        pump()
+      }, 50)
     }
     res.on('close', () => { offset = end })
     pump()
