@@ -17,7 +17,7 @@ import { ProtocolError, TimeoutError } from '../src/errors.ts'
 describe('piece client', () => {
   let server: DfnodeLibp2p
   let client: DfnodeLibp2p
-  let behaviour: 'silent' | 'out-of-order' | 'good' = 'silent'
+  let behaviour: 'silent' | 'out-of-order' | 'ends-early' | 'good' = 'silent'
   const piece = new Uint8Array(600 * 1024).fill(9)
 
   before(async () => {
@@ -33,7 +33,9 @@ describe('piece client', () => {
           if (behaviour === 'silent' || request.t !== 'get') continue
           const index = behaviour === 'out-of-order' ? request.i + 1 : request.i
           await framed.write({ t: 'piece', i: index, n: piece.byteLength })
-          await framed.writeData(piece)
+          // An empty data frame ends a piece early, which only a cancelled request allows.
+          if (behaviour === 'ends-early') await framed.writeParts(piece.byteLength, async () => piece, { stop: () => true })
+          else await framed.writeData(piece)
         }
       })().catch(() => {})
     })
@@ -61,6 +63,12 @@ describe('piece client', () => {
     behaviour = 'out-of-order'
     const pieces = await open(5000)
     await assert.rejects(pieces.get(3), (err: Error) => err instanceof ProtocolError && /out of order/.test(err.message))
+  })
+
+  it('rejects a piece ended early that was not cancelled', async () => {
+    behaviour = 'ends-early'
+    const pieces = await open(5000)
+    await assert.rejects(pieces.get(0), (err: Error) => err instanceof ProtocolError && /ended piece 0 early/.test(err.message))
   })
 
   it('pipelines requests in order', async () => {

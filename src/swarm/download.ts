@@ -171,6 +171,10 @@ export class Download {
   private duplicateBytes = 0
   /** Piece bytes received on requests that failed before the piece was complete. */
   private abortedBytes = 0
+  /** Piece bytes received on end-game copies that were cancelled once another holder's copy arrived. */
+  private cancelledBytes = 0
+  /** End-game copies cancelled. */
+  private cancelled = 0
   private readonly unreachable: string[] = []
   private readonly refused: string[] = []
   private unwatch?: () => void
@@ -693,6 +697,10 @@ export class Download {
           setTimeout(() => { this.schedule() }, BUSY_RETRY_MS).unref()
           return
         }
+        if (bytes === 'cancelled') {
+          this.cancelledBytes += received
+          return
+        }
         if (this.local[index] === true) {
           this.duplicateBytes += bytes.byteLength
           return
@@ -789,6 +797,10 @@ export class Download {
     else if (from === 'origin') this.stats.fromOrigin += length
     else this.stats.fromLocal += length
     if (bytes != null && index >= this.hashed && index < this.hashed + RECENT_PIECES) this.recent.set(index, bytes)
+    // End-game copies of this piece still in flight are withdrawn.
+    for (const source of this.sources.values()) {
+      if (source.inflight.has(index) && source.client?.cancel(index) === true) this.cancelled++
+    }
     for (const wake of this.waiters.get(index) ?? []) wake()
     this.waiters.delete(index)
     for (const listener of this.pieceListeners) listener(index, bytes)
@@ -835,7 +847,7 @@ export class Download {
     this.saveRecord()
     this.components.discovery.provide(this.key)
     this.cleanup()
-    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, duplicateBytes: this.duplicateBytes, abortedBytes: this.abortedBytes, ms: Date.now() - this.started }, 'download complete')
+    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, duplicateBytes: this.duplicateBytes, cancelled: this.cancelled, cancelledBytes: this.cancelledBytes, abortedBytes: this.abortedBytes, ms: Date.now() - this.started }, 'download complete')
     this.resolveDone()
   }
 

@@ -9,6 +9,13 @@ import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 /** Read buffer allowed per stream: pipelined pieces are bounded by the callers to well below it. */
 const MAX_BUFFER_BYTES = 96 * 1024 * 1024
 
+export interface WriteHooks {
+  /** Waited for before each data frame, with its length (an upload limit). */
+  beforeChunk?: (length: number) => Promise<void>
+  /** Asked before each data frame; true ends the bytes early. */
+  stop?: () => boolean
+}
+
 export class FramedStream {
   readonly stream: Stream
   private readonly lp: LengthPrefixedStream<Stream>
@@ -36,31 +43,39 @@ export class FramedStream {
 
   /** Writes bytes as data frames of at most CHUNK_BYTES each, each after `beforeChunk` resolves. */
   async writeData (bytes: Uint8Array, options?: AbortOptions, beforeChunk?: (length: number) => Promise<void>): Promise<void> {
-    await this.writeParts(bytes.byteLength, async (offset, length) => bytes.subarray(offset, offset + length), beforeChunk, options)
+    await this.writeParts(bytes.byteLength, async (offset, length) => bytes.subarray(offset, offset + length), { ...(beforeChunk != null ? { beforeChunk } : {}) }, options)
   }
 
   /**
    * Writes `length` bytes as data frames of at most CHUNK_BYTES each. Each frame is read with
-   * `readPart` just before it is sent, after `beforeChunk` resolves.
+   * `readPart` just before it is sent, after `beforeChunk` resolves. When `stop` returns true
+   * before a frame, an empty data frame ends the bytes early. Returns the bytes written.
    */
-  async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, beforeChunk?: (length: number) => Promise<void>, options?: AbortOptions): Promise<void> {
+  async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks = {}, options?: AbortOptions): Promise<number> {
     for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
+      if (hooks.stop?.() === true) {
+        await this.lp.write(new Uint8Array(0), options)
+        return offset
+      }
       const size = Math.min(CHUNK_BYTES, length - offset)
-      await beforeChunk?.(size)
+      await hooks.beforeChunk?.(size)
       await this.lp.write(await readPart(offset, size), options)
     }
+    return length
   }
 
   /**
-   * Reads exactly `length` bytes sent with writeData into one buffer. The buffer is not zeroed
-   * first: every byte of it is written before it is returned, and it is dropped on an error.
+   * Reads exactly `length` bytes sent with writeData or writeParts into one buffer, or returns
+   * undefined when the sender ended them early with an empty data frame. The buffer is not
+   * zeroed first: every byte of it is written before it is returned, and it is dropped otherwise.
    */
-  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array> {
+  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array | undefined> {
     const unzeroed = Buffer.allocUnsafe(length)
     const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, length)
     let filled = 0
     while (filled < length) {
       const list = await this.lp.read(options)
+      if (list.byteLength === 0) return undefined
       if (list.byteLength > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
       let at = filled
       for (const part of list) {

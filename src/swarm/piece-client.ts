@@ -1,6 +1,7 @@
 /**
  * Client side of PIECE_PROTOCOL on one stream to one peer: pipelined requests,
- * responses matched in order, a stall timer per request.
+ * responses matched in order, a stall timer per request, and cancels of
+ * piece requests that another holder has answered.
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -11,12 +12,17 @@ import { decodePieceResponse, type PieceResponse } from './wire.ts'
 
 type HaveResponse = Extract<PieceResponse, { t: 'have' }>
 
+/** What a piece request ends with: the bytes, or why there are none. */
+export type PieceResult = Uint8Array | 'missing' | 'busy' | 'cancelled'
+
 interface Pending {
   kind: 'have' | 'get'
   index: number
-  resolve: (value: Uint8Array | HaveResponse | 'missing' | 'busy') => void
+  resolve: (value: PieceResult | HaveResponse) => void
   reject: (err: Error) => void
   onBytes?: (bytes: number) => void
+  /** Set once a cancel for this request was sent. */
+  cancelled?: boolean
 }
 
 export interface PieceClientInit {
@@ -55,11 +61,22 @@ export class PieceClient {
   }
 
   /**
-   * Fetches piece `index`; resolves 'missing' when the peer no longer has it and
-   * 'busy' when it wants the piece fetched from others first.
+   * Fetches piece `index`. Resolves 'missing' when the peer no longer has it,
+   * and 'busy' when it wants the piece fetched from others first. After
+   * `cancel`, resolves 'cancelled', or the bytes if they had all arrived.
    */
-  async get (index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | 'missing' | 'busy'> {
-    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as Uint8Array | 'missing' | 'busy'
+  async get (index: number, onBytes?: (bytes: number) => void): Promise<PieceResult> {
+    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as PieceResult
+  }
+
+  /** Withdraws the request for piece `index`; returns false when none is in flight. */
+  cancel (index: number): boolean {
+    if (this.failure != null) return false
+    const entry = this.pending.find(pending => pending.kind === 'get' && pending.index === index && pending.cancelled !== true)
+    if (entry == null) return false
+    entry.cancelled = true
+    this.framed.write({ t: 'cancel', key: this.key, i: index }).catch((err: Error) => { this.abort(err) })
+    return true
   }
 
   /** Fails every request in flight and closes the stream. */
@@ -79,9 +96,9 @@ export class PieceClient {
     await this.framed.close()
   }
 
-  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<Uint8Array | HaveResponse | 'missing' | 'busy'> {
+  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<PieceResult | HaveResponse> {
     if (this.failure != null) throw this.failure
-    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | HaveResponse | 'missing' | 'busy'>()
+    const { promise, resolve, reject } = Promise.withResolvers<PieceResult | HaveResponse>()
     // close() or abort() may reject it while the write below is pending. The await at the end still receives that rejection.
     promise.catch(() => {})
     const entry: Pending = { kind, index, resolve, reject }
@@ -131,13 +148,20 @@ export class PieceClient {
           entry.resolve(response.t)
           continue
         }
+        if (response.t === 'cancelled') {
+          if (entry.cancelled !== true) throw new ProtocolError(`peer cancelled piece ${response.i}, which was not cancelled`)
+          this.pending.shift()
+          entry.resolve('cancelled')
+          continue
+        }
         if (response.n > MAX_PIECE_SIZE) throw new ProtocolError(`peer announced a piece of ${response.n} bytes`)
         const bytes = await this.framed.readData(response.n, (count) => {
           this.lastProgress = Date.now()
           entry.onBytes?.(count)
         })
+        if (bytes == null && entry.cancelled !== true) throw new ProtocolError(`peer ended piece ${response.i} early, which was not cancelled`)
         this.pending.shift()
-        entry.resolve(bytes)
+        entry.resolve(bytes ?? 'cancelled')
       }
     } catch (err) {
       this.abort(err as Error)

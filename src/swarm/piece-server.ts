@@ -1,6 +1,7 @@
 /**
  * Serves bitfields and verified pieces to other peers over PIECE_PROTOCOL.
- * Requests on one stream are served in order, so clients may pipeline them.
+ * Requests on one stream are served in order, so clients may pipeline them,
+ * and a client may cancel a piece request it no longer needs.
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -9,6 +10,7 @@ import type { Logger } from '../log.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import { FramedStream } from './frames.ts'
+import { RequestQueue, type QueuedRequest } from './request-queue.ts'
 import type { RateLimiter } from './rate-limiter.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
 import { PIECE_PROTOCOL, decodePieceRequest, encodeBits } from './wire.ts'
@@ -33,9 +35,9 @@ export interface UploadPolicy {
 }
 
 export interface UploadStats {
-  /** Piece bytes sent to other peers. */
+  /** Piece bytes sent to other peers, cancelled pieces' sent part included. */
   uploaded: number
-  /** Pieces sent. */
+  /** Pieces sent whole. */
   pieces: number
   /** Piece uploads in progress. */
   active: number
@@ -79,61 +81,89 @@ export class PieceServer {
 
   private async serve (stream: Stream, peer: string): Promise<void> {
     const framed = new FramedStream(stream)
-    const { store, records, logger } = this.components
+    const { logger } = this.components
     stream.inactivityTimeout = STREAM_IDLE_MS
+
+    // The reader takes requests off the stream while a piece is sent, so a cancel reaches them in time.
+    const queue = new RequestQueue()
+    const reader = (async () => {
+      try {
+        while (true) {
+          const frame = await framed.read()
+          if (frame == null) break
+          const request = decodePieceRequest(frame)
+          if (request.t === 'cancel') queue.cancel(request.key, request.i)
+          else await queue.add(request)
+        }
+      } finally {
+        queue.end()
+      }
+    })()
+    reader.catch(() => {})
 
     try {
       while (true) {
-        const frame = await framed.read()
-        if (frame == null) break
-        const request = decodePieceRequest(frame)
-
-        // Bitfield and, for a complete content, its manifest.
-        if (request.t === 'have') {
-          const held = this.bitfield(request.key)
-          const manifest = records.manifestOf(request.key)
-          await framed.write({ t: 'have', bits: held?.bits, size: held?.size, pieceSize: held?.pieceSize, manifest: manifest != null ? encodeManifest(manifest) : undefined })
-          continue
-        }
-
-        // One piece: header, then its bytes in data frames.
-        if (this.policy?.decide(request.key, request.i, peer) === 'busy') {
-          await framed.write({ t: 'busy', i: request.i })
-          continue
-        }
-        const cid = records.get(request.key)?.pieces[request.i]
-        let piece
-        try {
-          piece = cid != null ? await store.openForUpload(cid) : undefined
-        } catch (err) {
-          // The policy counts this upload as started, so it learns that it failed.
-          this.policy?.finished?.(request.key, request.i, peer, false)
-          throw err
-        }
-        if (piece == null) {
-          this.policy?.finished?.(request.key, request.i, peer, false)
-          await framed.write({ t: 'missing', i: request.i })
-          continue
-        }
-        this.stats.active++
-        let sent = false
-        try {
-          await framed.write({ t: 'piece', i: request.i, n: piece.size })
-          const limiter = this.components.limiter
-          await framed.writeParts(piece.size, piece.read, limiter != null ? async length => { await limiter.take(length) } : undefined)
-          sent = true
-        } finally {
-          this.stats.active--
-          await piece.close()
-          this.policy?.finished?.(request.key, request.i, peer, sent)
-        }
-        this.stats.uploaded += piece.size
-        this.stats.pieces++
+        const request = await queue.take()
+        if (request == null) break
+        await this.respond(framed, request, peer)
       }
+      await reader
       await framed.close()
     } catch (err) {
       logger.debug({ err, peer: stream.id }, 'piece stream ended with an error')
       framed.abort(err as Error)
+    }
+  }
+
+  /** Responds to one request: with a bitfield, or with a piece as a header and data frames. */
+  private async respond (framed: FramedStream, request: QueuedRequest, peer: string): Promise<void> {
+    const { store, records } = this.components
+
+    // Bitfield and, for a complete content, its manifest.
+    if (request.t === 'have') {
+      const held = this.bitfield(request.key)
+      const manifest = records.manifestOf(request.key)
+      await framed.write({ t: 'have', bits: held?.bits, size: held?.size, pieceSize: held?.pieceSize, manifest: manifest != null ? encodeManifest(manifest) : undefined })
+      return
+    }
+
+    if (request.cancelled === true) {
+      await framed.write({ t: 'cancelled', i: request.i })
+      return
+    }
+    if (this.policy?.decide(request.key, request.i, peer) === 'busy') {
+      await framed.write({ t: 'busy', i: request.i })
+      return
+    }
+    const cid = records.get(request.key)?.pieces[request.i]
+    let piece
+    try {
+      piece = cid != null ? await store.openForUpload(cid) : undefined
+    } catch (err) {
+      // The policy counts this upload as started, so it learns that it failed.
+      this.policy?.finished?.(request.key, request.i, peer, false)
+      throw err
+    }
+    if (piece == null) {
+      this.policy?.finished?.(request.key, request.i, peer, false)
+      await framed.write({ t: 'missing', i: request.i })
+      return
+    }
+    this.stats.active++
+    let sent = 0
+    try {
+      await framed.write({ t: 'piece', i: request.i, n: piece.size })
+      const limiter = this.components.limiter
+      sent = await framed.writeParts(piece.size, piece.read, {
+        stop: () => request.cancelled === true,
+        ...(limiter != null ? { beforeChunk: async (length: number) => { await limiter.take(length) } } : {})
+      })
+    } finally {
+      this.stats.active--
+      this.stats.uploaded += sent
+      if (sent === piece.size) this.stats.pieces++
+      await piece.close()
+      this.policy?.finished?.(request.key, request.i, peer, sent === piece.size)
     }
   }
 }

@@ -51,12 +51,16 @@ export type SeedEvent =
 export type PieceRequest =
   | { t: 'have', key: CID }
   | { t: 'get', key: CID, i: number }
+  // Withdraws a 'get' sent earlier on the same stream. A request not yet served gets 'cancelled';
+  // a piece being sent ends early with an empty data frame.
+  | { t: 'cancel', key: CID, i: number }
 
 export type PieceResponse =
   | { t: 'have', bits?: Uint8Array, size?: number, pieceSize?: number, manifest?: Uint8Array }
   | { t: 'piece', i: number, n: number }
   | { t: 'missing', i: number }
   | { t: 'busy', i: number }
+  | { t: 'cancelled', i: number }
 
 export interface HaveMessage {
   /** Indexes of pieces the sender has verified since its last message. */
@@ -165,6 +169,7 @@ export function decodePieceRequest (bytes: Uint8Array): PieceRequest {
   const key = asCid(map.key, 'piece request key')
   if (map.t === 'have') return { t: 'have', key }
   if (map.t === 'get' && isIndex(map.i)) return { t: 'get', key, i: map.i }
+  if (map.t === 'cancel' && isIndex(map.i)) return { t: 'cancel', key, i: map.i }
   throw new ProtocolError('invalid piece request')
 }
 
@@ -188,6 +193,9 @@ export function decodePieceResponse (bytes: Uint8Array): PieceResponse {
       break
     case 'busy':
       if (isIndex(map.i)) return { t: 'busy', i: map.i }
+      break
+    case 'cancelled':
+      if (isIndex(map.i)) return { t: 'cancelled', i: map.i }
       break
   }
   throw new ProtocolError('invalid piece response')
