@@ -1,12 +1,12 @@
 /**
- * How a download tells supernodes from other holders. A supernode that the
- * download first hears of through gossip, before its seed request is answered,
+ * How a download distinguishes supernodes from other holders. A supernode that the
+ * download first hears of through gossip, before the response to its seed request,
  * must still count as the supernode: the picker leaves it the pieces no peer
  * has, and its bytes are reported as the supernode's.
  *
  * The supernode, the libp2p node, the store and the origin are real. Gossip is
  * scripted: only a scripted discovery reports the supernode as a holder before
- * the seed answer on every run, which real gossip does only now and then.
+ * the seed response on every run, which real gossip does only now and then.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -95,7 +95,7 @@ describe('download sources', () => {
     processes.push(supernode.process)
     const peerId = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
 
-    // Without /p2p/<id>, as a host from /etc/dragonfly.conf: the seed answer identifies the supernode.
+    // Without /p2p/<id>, as a host from /etc/dragonfly.conf: the seed response identifies the supernode.
     const withoutId = supernode.address.split('/p2p/')[0] ?? ''
     const first = await startDownload(`${base}/gossip-first.bin`, withoutId, peerId, 3)
     assert.deepEqual(first.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })

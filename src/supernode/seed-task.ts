@@ -5,6 +5,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import { cutPieces } from '../content/cutter.ts'
+import { ownPiece, releasePiece } from '../swarm/piece-buffers.ts'
 import { cidToDigest } from '../content/ids.ts'
 import { choosePieceSize } from '../content/pieces.ts'
 import { DfnodeError, OriginUnreachableError, VerificationError } from '../errors.ts'
@@ -88,7 +89,10 @@ export class SeedTask {
       let next = await pieces.next()
       while (next.done !== true) {
         const piece = next.value
+        // The cutter has moved on to a new buffer, so the piece's memory can go once it is stored.
+        ownPiece(piece.bytes)
         await store.put(piece.cid, piece.bytes, { hashed: true })
+        releasePiece(piece.bytes)
         unpins.push(store.pin(piece.cid))
         this.cids.push(piece.cid)
         await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], url: stripQuery(this.init.url), updatedAt: Date.now() })

@@ -20,6 +20,7 @@ import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
+import { ownPiece, releasePiece } from './piece-buffers.ts'
 import { endgameReached, pickPiece } from './piece-picker.ts'
 import { errorFromSeedEvent, openSeed } from './seed-client.ts'
 import { Source } from './sources.ts'
@@ -249,7 +250,8 @@ export class Download {
 
   /**
    * Registers a listener called for every piece stored from now on, with its bytes when they
-   * are at hand. Returns the function that removes it.
+   * are at hand. The bytes are valid only during the call: the download may free them after
+   * it, so a listener that needs them later keeps a copy. Returns the function that removes it.
    */
   onPiece (listener: (index: number, bytes?: Uint8Array) => void): () => void {
     this.pieceListeners.add(listener)
@@ -449,10 +451,12 @@ export class Download {
     let next = await pieces.next()
     while (next.done !== true) {
       const piece = next.value
+      ownPiece(piece.bytes)
       if (this.local[piece.index] !== true) {
         this.cids[piece.index] = piece.cid
         await this.accept(piece.index, piece.bytes, 'origin')
       }
+      this.releaseUnlessKept(piece.index, piece.bytes)
       next = await pieces.next()
     }
     if (next.value.size !== response.size) throw new OriginUnreachableError(`origin sent ${next.value.size} bytes, expected ${response.size}`)
@@ -701,19 +705,24 @@ export class Download {
           this.cancelledBytes += received
           return
         }
-        if (this.local[index] === true) {
-          this.duplicateBytes += bytes.byteLength
-          return
+        ownPiece(bytes)
+        try {
+          if (this.local[index] === true) {
+            this.duplicateBytes += bytes.byteLength
+            return
+          }
+          const expected = this.cids[index]
+          const actual = await cidOfBytes(bytes)
+          if (expected == null || !sameCid(actual, expected)) {
+            this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
+            return
+          }
+          source.bytes += bytes.byteLength
+          await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
+          this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece received')
+        } finally {
+          this.releaseUnlessKept(index, bytes)
         }
-        const expected = this.cids[index]
-        const actual = await cidOfBytes(bytes)
-        if (expected == null || !sameCid(actual, expected)) {
-          this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
-          return
-        }
-        source.bytes += bytes.byteLength
-        await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
-        this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece received')
       } catch (err) {
         this.abortedBytes += received
         if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
@@ -742,6 +751,7 @@ export class Download {
         const length = pieceLength(index, layout.size, layout.pieceSize)
         const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, range: { start, end: start + length }, signal: this.controller.signal })
         const bytes = new Uint8Array(length)
+        ownPiece(bytes)
         let filled = 0
         for await (const chunk of response.body) {
           if (filled + chunk.byteLength > length) throw new OriginUnreachableError(`origin sent more than ${length} bytes for piece ${index}`)
@@ -756,7 +766,11 @@ export class Download {
           throw new VerificationError(`origin bytes of piece ${index} of ${stripQuery(this.init.url)} hash to ${actual.toString()}, expected ${expected.toString()}: the content changed at the origin`)
         }
         this.cids[index] = actual
-        await this.accept(index, bytes, 'origin')
+        try {
+          await this.accept(index, bytes, 'origin')
+        } finally {
+          this.releaseUnlessKept(index, bytes)
+        }
       } catch (err) {
         if (this.failure == null && !this.finished) this.fail(err as Error)
       } finally {
@@ -764,6 +778,11 @@ export class Download {
         this.schedule()
       }
     })()
+  }
+
+  /** Frees the memory of a received piece, unless the content hash keeps it for later. */
+  private releaseUnlessKept (index: number, bytes: Uint8Array): void {
+    if (this.recent.get(index) !== bytes) releasePiece(bytes)
   }
 
   /** Stores a verified piece, announces it and wakes readers. */
@@ -814,10 +833,16 @@ export class Download {
     try {
       while (this.layout != null && this.hashed < this.layout.count && this.local[this.hashed] === true) {
         const index = this.hashed
-        const bytes = this.recent.get(index) ?? await this.components.store.get(this.cids[index]!)
+        let bytes = this.recent.get(index)
+        if (bytes == null) {
+          // Read back from the store: a buffer of its own, which nothing else holds.
+          bytes = await this.components.store.get(this.cids[index]!)
+          if (bytes != null) ownPiece(bytes)
+        }
         if (bytes == null) throw new VerificationError(`stored piece ${index} of ${this.key.toString()} vanished or failed verification`)
         this.hash.update(bytes)
         this.recent.delete(index)
+        releasePiece(bytes)
         this.hashed++
       }
     } catch (err) {
@@ -898,6 +923,7 @@ export class Download {
       void source.client?.close()
       source.client = undefined
     }
+    for (const bytes of this.recent.values()) releasePiece(bytes)
     this.recent.clear()
   }
 

@@ -244,7 +244,8 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
     if (written.has(index)) return
     written.add(index)
     queued++
-    const kept = queued <= MAX_QUEUED_PIECES ? bytes : undefined
+    // The download frees a piece's bytes after the listener returns, so the queue keeps a copy.
+    const kept = queued <= MAX_QUEUED_PIECES && bytes != null ? Buffer.from(bytes) : undefined
     chain = chain.then(async () => {
       const cid = download.cidOf(index)
       const data = kept ?? (cid != null ? await engine.store.get(cid) : undefined)
