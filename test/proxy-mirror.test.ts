@@ -208,6 +208,7 @@ describe('proxy mirror mode', () => {
   it('rejects oversized headers with 431 and keeps serving', async () => {
     const answer = await rawRequest(proxy.server.address.port, `GET /v2/ HTTP/1.1\r\nHost: proxy\r\nX-Big: ${'x'.repeat(40 * 1024)}\r\n\r\n`)
     assert.match(answer, /^HTTP\/1\.1 431 /)
+    assert.match(answer, /raise maxHeaderSize in the --proxy-config file/)
     const after = await getBytes(`${proxy.url}/v2/`)
     assert.equal(after.status, 200)
   })

@@ -169,7 +169,7 @@ export class ProxyServer {
     if (err.code === 'HPE_HEADER_OVERFLOW') status = 431
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') status = 408
     const body = status === 431
-      ? `request headers are larger than ${this.options.maxHeaderSize} bytes: send fewer or smaller headers, or raise proxy.maxHeaderSize\n`
+      ? `request headers are larger than ${this.options.maxHeaderSize} bytes: send fewer or smaller headers, or raise maxHeaderSize in the --proxy-config file\n`
       : `malformed HTTP request (${err.code ?? err.message})\n`
     socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     this.components.logger.info({ method: undefined, url: undefined, route: 'proxy', status, bytes: Buffer.byteLength(body), reason: err.code }, 'request rejected')
