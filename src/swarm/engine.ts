@@ -57,6 +57,9 @@ export function engineInitFromConfig (config: Config, privateKey: PrivateKey, lo
   }
 }
 
+/** Size of the parts `readRange` reads a piece in. */
+const READ_PART_BYTES = 1024 * 1024
+
 export interface OpenRequest {
   url: string
   headers?: Record<string, string>
@@ -152,7 +155,8 @@ export class Engine {
 
   /**
    * Yields bytes [start, end) of a content in order, as verified pieces arrive.
-   * Each piece is read from the store, so memory stays at one piece per reader.
+   * Each piece is read from the store in parts of READ_PART_BYTES, so memory
+   * stays at one part per reader.
    */
   async * readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     const layout = await download.ready(signal)
@@ -163,12 +167,16 @@ export class Engine {
       download.setCursor(index)
       await download.waitPiece(index, signal)
       const cid = download.cidOf(index)
-      const bytes = cid != null ? await this.store.get(cid) : undefined
-      if (bytes == null) throw new Error(`piece ${index} of ${download.key.toString()} is missing from the store`)
-      const offset = pieceOffset(index, layout.pieceSize)
-      const from = Math.max(start, offset) - offset
-      const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
-      yield bytes.subarray(from, to)
+      const piece = cid != null ? await this.store.openForUpload(cid, signal != null ? { signal } : {}) : undefined
+      if (piece == null) throw new Error(`piece ${index} of ${download.key.toString()} is missing from the store`)
+      try {
+        const offset = pieceOffset(index, layout.pieceSize)
+        const from = Math.max(start, offset) - offset
+        const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
+        for (let at = from; at < to; at += READ_PART_BYTES) yield await piece.read(at, Math.min(READ_PART_BYTES, to - at))
+      } finally {
+        await piece.close()
+      }
     }
   }
 
