@@ -350,20 +350,24 @@ export class Download {
 
   private async followSupernodes (): Promise<void> {
     const ranked = rankSupernodes(this.key, this.init.supernodes)
-    for (const address of ranked) {
+    for (const [rank, address] of ranked.entries()) {
+      const hasNext = rank + 1 < ranked.length
       // A lost seed stream is retried on the same supernode, which still runs the task, before the next one.
       for (let attempt = 0; attempt <= SEED_RETRIES; attempt++) {
         if (this.finished || this.failure != null) return
         if (attempt > 0) await sleep(1000 * attempt, this.controller.signal)
-        const outcome = await this.followSupernode(address, attempt)
+        const outcome = await this.followSupernode(address, attempt, hasNext)
         if (outcome === 'done') return
         if (outcome === 'unreachable') break
       }
     }
   }
 
-  /** Follows one seed stream; returns how it ended, or throws the supernode's error. */
-  private async followSupernode (address: string, attempt: number): Promise<'done' | 'lost' | 'unreachable'> {
+  /**
+   * Follows one seed stream; returns how it ended, or throws the supernode's error. `hasNext`
+   * tells whether another supernode follows this one, for the log lines.
+   */
+  private async followSupernode (address: string, attempt: number, hasNext: boolean): Promise<'done' | 'lost' | 'unreachable'> {
     const { node, logger } = this.components
     let session
     try {
@@ -374,7 +378,7 @@ export class Download {
         filter: this.init.filter
       }, this.controller.signal)
     } catch (err) {
-      logger.warn({ supernode: address, attempt, err: (err as Error).message }, 'supernode unreachable, trying the next')
+      logger.warn({ supernode: address, attempt, err: (err as Error).message }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
       if (attempt === 0) this.unreachable.push(`${address}: ${(err as Error).message}`)
       return 'unreachable'
     }
@@ -401,13 +405,13 @@ export class Download {
       return 'done'
     } catch (err) {
       if (err instanceof OriginNotAllowedError) {
-        logger.warn({ supernode: address, err: err.message }, 'supernode may not fetch from this origin, trying the next')
+        logger.warn({ supernode: address, err: err.message }, hasNext ? 'supernode may not fetch from this origin, trying the next' : 'supernode may not fetch from this origin, and no other supernode is configured')
         this.refused.push(address)
         return 'unreachable'
       }
       if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
       if (this.finished || this.failure != null) return 'done'
-      logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, 'lost the supernode; continuing with peers, retrying it, then the next supernode')
+      logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, hasNext ? 'lost the supernode; continuing with peers, retrying it, then the next supernode' : 'lost the supernode; continuing with peers and retrying it')
       source.has.clear()
       this.schedule()
       return 'lost'
