@@ -197,8 +197,16 @@ describe('faults', () => {
     assert.equal(await child.exited, 4)
     assert.match(child.stderr, /dfnode: .*(digest|hash)/)
     assert.equal(existsSync(join(dir, 'mismatch.out')), false)
-    assert.deepEqual(await filesUnder(join(dir, 'mismatch-supernode', 'store', 'contents')), [])
     assert.deepEqual(await filesUnder(join(dir, 'mismatch', 'store', 'contents')), [])
+
+    // The supernode keeps the bytes under their own digest only, so a fetch with that digest
+    // needs no second download from the origin.
+    assert.equal((await filesUnder(join(dir, 'mismatch-supernode', 'store', 'contents'))).length, 1)
+    const retry = run(fetchArgs('mismatch-retry', '/mismatch.bin', supernode.address, ['--digest', sha256(body)]))
+    const summary = await retry.json<FetchSummary>()
+    assert.equal(summary.digest, sha256(body))
+    assert.equal(summary.fromSupernode, body.byteLength)
+    assert.equal(origin.served.get('/mismatch.bin'), body.byteLength)
   })
 
   it('origin not allowed: peer fetches itself', async () => {

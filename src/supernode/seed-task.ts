@@ -109,6 +109,9 @@ export class SeedTask {
       const expected = this.init.expected
       const actual: CID = result.content
       if (expected != null && expected.toString() !== actual.toString()) {
+        // The bytes are what the origin serves for this URL. They stay under their own digest, so a
+        // request with that digest is served without fetching them again. The requested key gets no record.
+        await records.set({ key: actual, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: actual, url: stripQuery(this.init.url), updatedAt: Date.now() })
         throw new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(actual)}, expected ${cidToDigest(expected)}: check the digest, or the origin changed the file`)
       }
       this.content = result.content
