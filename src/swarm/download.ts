@@ -21,6 +21,7 @@ import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
 import { ownPiece, releasePiece } from './piece-buffers.ts'
+import type { PeerSlots } from './peer-slots.ts'
 import { endgameReached, pickPiece } from './piece-picker.ts'
 import { errorFromSeedEvent, openSeed } from './seed-client.ts'
 import { Source } from './sources.ts'
@@ -30,6 +31,8 @@ import { stripQuery } from '../supernode/seed-task.ts'
 
 export interface DownloadComponents {
   node: DfnodeLibp2p
+  /** Requests in flight per peer over all downloads of the process; no limit when undefined. */
+  slots?: PeerSlots
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
@@ -179,6 +182,7 @@ export class Download {
   private readonly unreachable: string[] = []
   private readonly refused: string[] = []
   private unwatch?: () => void
+  private unslot?: () => void
   private timers: NodeJS.Timeout[] = []
   private readonly started = Date.now()
   /** Peer ids in the configured supernode multiaddrs. */
@@ -286,6 +290,8 @@ export class Download {
 
       // Holders announce pieces by gossip; the DHT finds those that joined earlier.
       this.unwatch = discovery.watch(this.key, (peer, indexes) => { this.onHave(peer, indexes) })
+      // A request of another download that ends may free a slot this one waits for.
+      this.unslot = this.components.slots?.onRelease(() => { this.schedule() })
       void this.lookupProviders()
       let lookupTicks = 0
       this.timers.push(setInterval(() => {
@@ -655,6 +661,7 @@ export class Download {
       while (source.inflight.size < limit) {
         const index = pickPiece(source, state)
         if (index == null) break
+        if (this.components.slots?.take(source.id) === false) break
         this.request(source, index)
       }
     }
@@ -731,6 +738,7 @@ export class Download {
         this.abortedBytes += received
         if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
       } finally {
+        this.components.slots?.release(source.id)
         source.inflight.delete(index)
         this.inflightCount[index] = Math.max(0, (this.inflightCount[index] ?? 1) - 1)
         if (this.inflightCount[index] === 0) this.requested.delete(index)
@@ -923,6 +931,8 @@ export class Download {
     this.timers = []
     this.unwatch?.()
     this.unwatch = undefined
+    this.unslot?.()
+    this.unslot = undefined
     for (const source of this.sources.values()) {
       void source.client?.close()
       source.client = undefined

@@ -16,6 +16,7 @@ import { ContentRecords } from '../store/content-records.ts'
 import { PieceStore } from '../store/piece-store.ts'
 import { Discovery } from './discovery.ts'
 import { Download, type DownloadInit, type PieceSink } from './download.ts'
+import { PeerSlots } from './peer-slots.ts'
 import { PieceServer } from './piece-server.ts'
 import { RateLimiter } from './rate-limiter.ts'
 import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
@@ -57,6 +58,9 @@ export function engineInitFromConfig (config: Config, privateKey: PrivateKey, lo
   }
 }
 
+/** Piece requests in flight to one peer over all downloads: two downloads' worth. */
+const PEER_SLOTS = 4
+
 /** Size of the parts `readRange` reads a piece in. */
 const READ_PART_BYTES = 1024 * 1024
 
@@ -79,6 +83,7 @@ export class Engine {
   readonly logger: Logger
   private readonly init: EngineInit
   private readonly downloads = new Map<string, Download>()
+  private readonly slots = new PeerSlots(PEER_SLOTS)
 
   private constructor (init: EngineInit, node: DfnodeLibp2p) {
     this.init = init
@@ -138,7 +143,7 @@ export class Engine {
       pieceSize: this.init.pieceSize,
       ...this.init.tuning,
       ...(request.sink != null ? { sink: request.sink } : {})
-    }, { node: this.node, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger })
+    }, { node: this.node, slots: this.slots, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger })
     this.downloads.set(id, download)
     download.done.then(
       () => { this.forget(id, download) },
