@@ -111,6 +111,8 @@ export class PieceServer {
       await framed.close()
     } catch (err) {
       logger.debug({ err, peer: stream.id }, 'piece stream ended with an error')
+      // A reader waiting for room in the queue stops too.
+      queue.end()
       framed.abort(err as Error)
     }
   }
