@@ -88,7 +88,7 @@ describe('download sources', () => {
     return download
   }
 
-  it('counts a supernode heard of by gossip first as the supernode', async () => {
+  it('flags a supernode gossip found first', async () => {
     const body = randomBytes(10 * MiB)
     origin.files.set('/gossip-first.bin', { body })
     const supernode = await startSupernodeProcess(join(dir, 'supernode'))

@@ -76,7 +76,7 @@ describe('piece cancels', () => {
     return new PieceClient(stream, key, { stallMs: 10_000 })
   }
 
-  it('answers a cancelled request in the queue without sending its piece', async () => {
+  it('skips a cancelled queued request', async () => {
     finished.length = 0
     const uploadedBefore = server.stats.uploaded
     const client = await open()
@@ -94,7 +94,7 @@ describe('piece cancels', () => {
     await client.close()
   })
 
-  it('ends a piece being sent early and keeps the stream usable', async () => {
+  it('ends a piece mid-send', async () => {
     finished.length = 0
     const uploadedBefore = server.stats.uploaded
     const client = await open()
@@ -105,7 +105,7 @@ describe('piece cancels', () => {
     assert.equal(client.cancel(0), true)
     assert.equal(await result, 'cancelled')
     assert.ok(received < PIECE_BYTES, `received ${received} bytes of a cancelled piece`)
-    // The server ends its upload just after its last frame; wait for that, at most 2 s.
+    // The server ends its upload just after its last frame. Wait for that, at most 2 s.
     for (let wait = 0; wait < 200 && finished.length === 0; wait++) await sleep(10)
     const sent = server.stats.uploaded - uploadedBefore
     assert.ok(sent > 0, `server sent ${sent} bytes of a cancelled piece`)

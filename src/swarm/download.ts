@@ -7,6 +7,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { CID } from 'multiformats/cid'
 import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
@@ -31,7 +32,7 @@ import { stripQuery } from '../supernode/seed-task.ts'
 
 export interface DownloadComponents {
   node: DfnodeLibp2p
-  /** Requests in flight per peer over all downloads of the process; no limit when undefined. */
+  /** Requests in flight per peer over all downloads of the process, or no limit when undefined. */
   slots?: PeerSlots
   store: PieceStore
   records: ContentRecords
@@ -370,8 +371,8 @@ export class Download {
   }
 
   /**
-   * Follows one seed stream; returns how it ended, or throws the supernode's error. `hasNext`
-   * tells whether another supernode follows this one, for the log lines.
+   * Follows one seed stream and returns how it ended, or throws the supernode's error. `hasNext`
+   * is true when another supernode follows this one, which the log lines then mention.
    */
   private async followSupernode (address: string, attempt: number, hasNext: boolean): Promise<'done' | 'lost' | 'unreachable'> {
     const { node, logger } = this.components
@@ -947,10 +948,13 @@ export class Download {
   }
 }
 
-/** Returns the peer id at the end of a multiaddr (`.../p2p/<id>`), or undefined when it has none. */
+/** Returns the peer id in a multiaddr (`.../p2p/<id>`), or undefined when it has none. */
 function peerIdIn (address: string): string | undefined {
-  const match = /\/p2p\/([^/]+)$/.exec(address)
-  return match?.[1]
+  try {
+    return multiaddr(address).getComponents().find(component => component.name === 'p2p')?.value
+  } catch {
+    return undefined
+  }
 }
 
 /** Returns the size of the regular file at `path`, or undefined when there is none. */

@@ -245,10 +245,10 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
     written.add(index)
     queued++
     // The download frees a piece's bytes after the listener returns, so the queue keeps a copy.
-    const kept = queued <= MAX_QUEUED_PIECES && bytes != null ? Buffer.from(bytes) : undefined
+    const copy = queued <= MAX_QUEUED_PIECES && bytes != null ? Buffer.from(bytes) : undefined
     chain = chain.then(async () => {
       const cid = download.cidOf(index)
-      const data = kept ?? (cid != null ? await engine.store.get(cid) : undefined)
+      const data = copy ?? (cid != null ? await engine.store.get(cid) : undefined)
       if (data == null) throw new VerificationError(`piece ${index} of ${download.key.toString()} is missing from the store`)
       await file.write(data, 0, data.byteLength, pieceOffset(index, layout.pieceSize))
     }).catch((err: Error) => { failure ??= err }).finally(() => { queued-- })

@@ -10,9 +10,9 @@ import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 const MAX_BUFFER_BYTES = 96 * 1024 * 1024
 
 export interface WriteHooks {
-  /** Waited for before each data frame, with its length (an upload limit). */
+  /** Awaited before each data frame, with its length, for an upload limit. */
   beforeChunk?: (length: number) => Promise<void>
-  /** Asked before each data frame; true ends the bytes early. */
+  /** Called before each data frame. When it returns true, the bytes end early. */
   stop?: () => boolean
 }
 

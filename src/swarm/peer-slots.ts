@@ -13,7 +13,7 @@ export class PeerSlots {
     this.limit = limit
   }
 
-  /** Takes a slot for `peer`; returns false when all of them are in use. */
+  /** Takes a slot for `peer`, or returns false when all of them are in use. */
   take (peer: string): boolean {
     const used = this.used.get(peer) ?? 0
     if (used >= this.limit) return false

@@ -15,7 +15,7 @@ export function ownPiece (bytes: Uint8Array): void {
   if (buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength) owned.add(bytes)
 }
 
-/** Frees the memory of a buffer marked with `ownPiece`; does nothing for any other. */
+/** Frees the memory of a buffer marked with `ownPiece`, and does nothing for any other. */
 export function releasePiece (bytes: Uint8Array): void {
   if (!owned.delete(bytes)) return
   ;(bytes.buffer as ArrayBuffer).transfer(0)

@@ -1,7 +1,7 @@
 /**
  * Client side of PIECE_PROTOCOL on one stream to one peer: pipelined requests,
  * responses matched in order, a stall timer per request, and cancels of
- * piece requests that another holder has answered.
+ * piece requests that another holder has served.
  */
 import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -12,7 +12,7 @@ import { decodePieceResponse, type PieceResponse } from './wire.ts'
 
 type HaveResponse = Extract<PieceResponse, { t: 'have' }>
 
-/** What a piece request ends with: the bytes, or why there are none. */
+/** Result of a piece request: the bytes, or why there are none. */
 export type PieceResult = Uint8Array | 'missing' | 'busy' | 'cancelled'
 
 interface Pending {
@@ -69,7 +69,7 @@ export class PieceClient {
     return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as PieceResult
   }
 
-  /** Withdraws the request for piece `index`; returns false when none is in flight. */
+  /** Withdraws the request for piece `index`. Returns false when none is in flight. */
   cancel (index: number): boolean {
     if (this.failure != null) return false
     const entry = this.pending.find(pending => pending.kind === 'get' && pending.index === index && pending.cancelled !== true)

@@ -123,9 +123,9 @@ export class PieceServer {
 
     // Bitfield and, for a complete content, its manifest.
     if (request.t === 'have') {
-      const held = this.bitfield(request.key)
+      const stored = this.bitfield(request.key)
       const manifest = records.manifestOf(request.key)
-      await framed.write({ t: 'have', bits: held?.bits, size: held?.size, pieceSize: held?.pieceSize, manifest: manifest != null ? encodeManifest(manifest) : undefined })
+      await framed.write({ t: 'have', bits: stored?.bits, size: stored?.size, pieceSize: stored?.pieceSize, manifest: manifest != null ? encodeManifest(manifest) : undefined })
       return
     }
 

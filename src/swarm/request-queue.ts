@@ -1,18 +1,18 @@
 /**
- * Requests of one piece stream, read ahead of the one being answered, so that
+ * Requests of one piece stream, read ahead of the one being served, so that
  * a cancel reaches a request before its piece is sent. The stream's reader
- * adds requests and cancels; the server takes them in order.
+ * adds requests and cancels, and the server takes the requests in order.
  */
 import type { CID } from 'multiformats/cid'
 import { sameCid } from '../content/ids.ts'
 import type { PieceRequest } from './wire.ts'
 
 export type QueuedRequest = Exclude<PieceRequest, { t: 'cancel' }> & {
-  /** Set when the client cancelled this request: it is answered 'cancelled', or its piece ends early. */
+  /** Set when the client cancelled this request. Its response is then 'cancelled', or its piece ends early. */
   cancelled?: boolean
 }
 
-/** Requests read ahead at most; the reader waits for room beyond this. */
+/** Maximum of requests read ahead. Beyond it, the reader waits for room. */
 export const MAX_QUEUED_REQUESTS = 32
 
 export class RequestQueue {
@@ -23,7 +23,7 @@ export class RequestQueue {
   private wakeTaker?: () => void
   private wakeReader?: () => void
 
-  /** Adds a request; resolves once there is room for the next. */
+  /** Adds a request, and resolves once there is room for the next. */
   async add (request: QueuedRequest): Promise<void> {
     this.items.push(request)
     this.wakeTaker?.()
@@ -32,7 +32,7 @@ export class RequestQueue {
     }
   }
 
-  /** Marks the queued or current request for piece `index` of `key` as cancelled; returns false when there is none. */
+  /** Marks the queued or current request for piece `index` of `key` as cancelled. Returns false when there is none. */
   cancel (key: CID, index: number): boolean {
     const matches = (request: QueuedRequest | undefined): request is QueuedRequest =>
       request != null && request.t === 'get' && request.i === index && request.cancelled !== true && sameCid(request.key, key)
@@ -42,7 +42,7 @@ export class RequestQueue {
     return true
   }
 
-  /** Returns the next request, waiting for one; undefined once the reader ended and nothing is left. */
+  /** Returns the next request, waiting for one, or undefined once the reader ended and nothing is left. */
   async take (): Promise<QueuedRequest | undefined> {
     this.current = undefined
     while (this.items.length === 0 && !this.ended) {

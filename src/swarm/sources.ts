@@ -10,7 +10,7 @@ export class Source {
   readonly id: string
   /**
    * True for a supernode: one whose peer id is in a configured multiaddr, or one that
-   * answered a seed request. A holder first seen through gossip or the DHT becomes one then.
+   * responded to a seed request. A holder first seen through gossip or the DHT becomes one then.
    */
   supernode: boolean
   /** Pieces the holder has verified. */
