@@ -1,21 +1,15 @@
 /**
- * Runs `dfnode proxy` as a child process with Node 24 through the CLI's
- * main(), and reads the URL it prints once it listens.
+ * Runs `dfnode proxy` as a child process with Node 24 through bin/dfnode, as
+ * a user starts it, and reads the URL it prints once it listens.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { DFNODE_NODE_OPTIONS } from '../../test/helpers/dfnode-process.ts'
+import { dfnodeArgv } from '../../test/helpers/dfnode-process.ts'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 /** Node 24 installed by `npm ci`; the machine's own node may be older. */
 const NODE = `${root}node_modules/.bin/node`
-
-const SCRIPT = [
-  "import { main } from './src/cli/main.ts'",
-  "import { proxyCommand } from './src/cli/proxy.ts'",
-  "process.exitCode = await main(['node', 'dfnode', ...process.argv.slice(1)], undefined, [proxyCommand])"
-].join('\n')
 
 export class ProxyProcess {
   readonly child: ChildProcess
@@ -32,7 +26,7 @@ export class ProxyProcess {
 
   /** Starts `dfnode proxy ...args` and waits up to 60 s for its URL line. */
   static async start (args: string[]): Promise<ProxyProcess> {
-    const child = spawn(NODE, [...DFNODE_NODE_OPTIONS, '--input-type=module', '-e', SCRIPT, 'proxy', '--port', '0', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(NODE, dfnodeArgv(['proxy', '--port', '0', ...args]), { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
     const proxy = new ProxyProcess(child)
     const lines = createInterface({ input: child.stdout! })
     try {
