@@ -124,6 +124,8 @@ export class SeedTask {
     } catch (err) {
       this.error = err instanceof DfnodeError ? err : new OriginUnreachableError(`fetching ${stripQuery(this.init.url)} failed: ${(err as Error).message}`, { cause: err })
       this.state = 'failed'
+      // Closes the origin response, which a failed store or record write leaves unread.
+      this.controller.abort(this.error)
       await records.delete(this.key).catch(() => {})
       logger.warn({ key: this.key.toString(), url: stripQuery(this.init.url), code: this.error.code, err: this.error.message }, 'seeding failed')
     } finally {
