@@ -281,6 +281,24 @@ describe('cli launcher Node version check', () => {
     }
   })
 
+  it('old node without local Node 24 says npm ci', { skip }, async () => {
+    // A copy of the launcher in a folder without node_modules, as after `npm ci --ignore-scripts`.
+    const dir = await mkdtemp(join(tmpdir(), 'dfnode-launcher-'))
+    try {
+      await mkdir(join(dir, 'bin'))
+      await writeFile(join(dir, 'bin', 'dfnode'), await readFile(DFNODE))
+      await writeFile(join(dir, 'package.json'), '{"type":"module"}')
+      const result = await runDfnode(['--version'], { command: [systemNode, join(dir, 'bin', 'dfnode')] })
+      assert.equal(result.code, 1)
+      assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr)
+      for (const fragment of [`Node.js ${systemVersion ?? ''}`, 'node_modules/.bin/node', 'is missing', 'without --ignore-scripts']) {
+        assert.ok(result.stderr.includes(fragment), `lacks "${fragment}": ${result.stderr}`)
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('shebang finds the old node on a PATH without node_modules/.bin', { skip }, async () => {
     const result = await runDfnode(['fetch', 'http://127.0.0.1:9/a'], { command: [DFNODE], env: { PATH: '/usr/bin:/bin', HOME: tmpdir() } })
     assert.equal(result.code, 1)
