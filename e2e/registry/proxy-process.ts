@@ -10,6 +10,8 @@ import { dfnodeArgv } from '../../test/helpers/dfnode-process.ts'
 const root = fileURLToPath(new URL('../..', import.meta.url))
 /** Node 24 installed by `npm ci`; the machine's own node may be older. */
 const NODE = `${root}node_modules/.bin/node`
+/** Environment that config/dfnode-proxy.service and the Kubernetes DaemonSet give the proxy. */
+export const PROXY_ENV = { MALLOC_MMAP_THRESHOLD_: '2097152' }
 
 export class ProxyProcess {
   readonly child: ChildProcess
@@ -26,7 +28,7 @@ export class ProxyProcess {
 
   /** Starts `dfnode proxy ...args` and waits up to 60 s for its URL line. */
   static async start (args: string[]): Promise<ProxyProcess> {
-    const child = spawn(NODE, dfnodeArgv(['proxy', '--port', '0', ...args]), { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(NODE, dfnodeArgv(['proxy', '--port', '0', ...args]), { cwd: root, env: { ...process.env, ...PROXY_ENV }, stdio: ['ignore', 'pipe', 'pipe'] })
     const proxy = new ProxyProcess(child)
     const lines = createInterface({ input: child.stdout! })
     try {
