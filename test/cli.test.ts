@@ -237,8 +237,9 @@ describe('cli usage errors', () => {
       ['unknown short option', ['fetch', url, '-z'], ['unknown option -z']],
       ['unknown command', ['frobnicate'], ['unknown command "frobnicate"', 'supernode', 'fetch']],
       ['missing command', [], ['missing command']],
-      ['missing URL', ['fetch'], ['missing url']],
-      ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra"']],
+      ['missing URL', ['fetch'], ['missing url: usage dfnode fetch <url> [options]']],
+      ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra": usage dfnode fetch <url> [options]']],
+      ['argument to supernode', ['supernode', 'extra'], ['unexpected argument "extra": usage dfnode supernode [options]']],
       ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid pieceSize "3MiB" from --piece-size', 'power of two']],
       ['bad environment value', ['fetch', url], ['invalid seedMs "forever" from DFNODE_SEED_TIME']]
     ]

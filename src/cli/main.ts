@@ -65,7 +65,7 @@ async function dispatch (argv: readonly string[], io: CommandIo, commands: reado
   const required = (command.arguments ?? '').split(/\s+/).filter(argument => argument.startsWith('<'))
   const missing = required[scan.positionals.length]
   if (!scan.helpOrVersion && missing != null) {
-    throw new UsageError(`missing ${missing.slice(1, -1)}: usage ${PROGRAM} ${command.name} ${command.arguments ?? ''} [options]`)
+    throw new UsageError(`missing ${missing.slice(1, -1)}: usage ${usageOf(command)}`)
   }
 
   // 3. Parse with the command name first, which is where sade looks for it.
@@ -88,7 +88,7 @@ async function dispatch (argv: readonly string[], io: CommandIo, commands: reado
   const positionals = (parsed.args.slice(0, -1) as Array<string | undefined>).filter((value): value is string => value != null)
   const extra = options._[0]
   if (extra != null) {
-    throw new UsageError(`unexpected argument "${extra}": usage ${PROGRAM} ${command.name} ${command.arguments ?? ''} [options]`)
+    throw new UsageError(`unexpected argument "${extra}": usage ${usageOf(command)}`)
   }
   return await command.run({ args: positionals, options, io })
 }
@@ -143,4 +143,9 @@ function valueOptionNames (commands: readonly Command[]): Set<string> {
 /** Joins a message into one line, leaving out stack frames that some libraries put into their messages. */
 function oneLine (message: string): string {
   return message.split('\n').filter(line => !/^\s+at \S/.test(line)).map(line => line.trim()).filter(line => line !== '').join(' ')
+}
+
+/** Returns a command's usage line, such as `dfnode fetch <url> [options]`. */
+function usageOf (command: Command): string {
+  return [PROGRAM, command.name, command.arguments, '[options]'].filter(part => part != null && part !== '').join(' ')
 }
