@@ -42,7 +42,7 @@ export async function main (argv: readonly string[], io: CommandIo = processIo()
 }
 
 async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
-  const args = argv.slice(2)
+  const args = joinNegativeValues(argv.slice(2), commands)
   const program = buildProgram(commands)
   const names = commands.map(command => command.name).join(', ')
 
@@ -138,6 +138,37 @@ function valueOptionNames (commands: readonly Command[]): Set<string> {
     if (option.short != null) names.add(option.short)
   }
   return names
+}
+
+/**
+ * Writes `--timeout -5` as `--timeout=-5`. mri, sade's parser, reads a value that starts with '-' as
+ * options of its own (`-5` as the flag 5), so a negative number would get an "unknown option" error
+ * naming the wrong token instead of the option's own check. An option never starts with a digit.
+ */
+function joinNegativeValues (args: readonly string[], commands: readonly Command[]): string[] {
+  const longNames = new Map<string, string>()
+  for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {
+    if (option.type !== 'string') continue
+    longNames.set(`--${option.name}`, option.name)
+    if (option.short != null) longNames.set(`-${option.short}`, option.name)
+  }
+  const joined: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] ?? ''
+    const long = longNames.get(arg)
+    const next = args[i + 1]
+    if (arg === '--') {
+      joined.push(...args.slice(i))
+      break
+    }
+    if (long != null && next != null && /^-\d/.test(next)) {
+      joined.push(`--${long}=${next}`)
+      i++
+    } else {
+      joined.push(arg)
+    }
+  }
+  return joined
 }
 
 /** Joins a message into one line, leaving out stack frames that some libraries put into their messages. */
