@@ -1,4 +1,7 @@
 /**
+ * Where a download looks for its bytes. A node with no connection goes to the origin
+ * at once, since no holder can turn up.
+ *
  * How a download distinguishes supernodes from other holders. A supernode that the
  * download first hears of through gossip, before the response to its seed request,
  * must still count as the supernode: the picker leaves it the pieces no peer
@@ -18,13 +21,13 @@ import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { CID } from 'multiformats/cid'
 import { taskKeyOf } from '../src/content/keys.ts'
-import { silentLogger } from '../src/log.ts'
+import { silentLogger, type Logger } from '../src/log.ts'
 import { OriginClient } from '../src/origin/client.ts'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
 import { ContentRecords } from '../src/store/content-records.ts'
 import { PieceStore } from '../src/store/piece-store.ts'
-import type { Discovery, HaveListener } from '../src/swarm/discovery.ts'
+import { Discovery, type HaveListener } from '../src/swarm/discovery.ts'
 import { Download } from '../src/swarm/download.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
@@ -64,7 +67,8 @@ describe('download sources', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  const startDownload = async (url: string, supernode: string, holder: PeerId, pieces: number): Promise<Download> => {
+  /** Starts a peer's libp2p node, store, records and origin client, and stops them after the tests. */
+  const peerParts = async (): Promise<{ node: DfnodeLibp2p, store: PieceStore, records: ContentRecords, origin: OriginClient, logger: Logger }> => {
     const logger = silentLogger()
     const node: DfnodeLibp2p = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     const storeDir = await mkdtemp(join(dir, 'peer-'))
@@ -79,14 +83,34 @@ describe('download sources', () => {
       await store.stop()
       await originClient.close()
     })
+    return { node, store, records, origin: originClient, logger }
+  }
+
+  const startDownload = async (url: string, supernode: string, holder: PeerId, pieces: number): Promise<Download> => {
+    const parts = await peerParts()
     const { key } = await taskKeyOf(url)
     const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode], backSource: false, pieceSize: 4 * MiB }, {
-      node, store, records, discovery: gossipFirst(holder, pieces), origin: originClient, logger
+      ...parts, discovery: gossipFirst(holder, pieces)
     })
     download.start()
     await download.done
     return download
   }
+
+  it('a node without peers skips the holder wait', { timeout: 60_000 }, async () => {
+    const body = randomBytes(2 * MiB)
+    origin.files.set('/alone.bin', { body })
+    const parts = await peerParts()
+    const url = `${base}/alone.bin`
+    const { key } = await taskKeyOf(url)
+    // A wait of 10 minutes: the download completes within the test's minute only if it skips the wait.
+    const download = new Download({ key, url, headers: {}, filter: [], supernodes: [], backSource: true, pieceSize: MiB, holderWaitMs: 600_000 }, {
+      ...parts, discovery: new Discovery(parts.node, parts.logger)
+    })
+    download.start()
+    await download.done
+    assert.deepEqual(download.stats, { fromSupernode: 0, fromPeers: 0, fromOrigin: body.byteLength, fromLocal: 0 })
+  })
 
   it('flags a supernode gossip found first', async () => {
     const body = randomBytes(10 * MiB)

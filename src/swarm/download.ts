@@ -429,6 +429,8 @@ export class Download {
   private async withoutLayout (): Promise<void> {
     const deadline = Date.now() + (this.init.holderWaitMs ?? 3000)
     while (this.layout == null && Date.now() < deadline && this.failure == null) {
+      // A node without any connection can neither ask a peer nor be found by one, so no holder can turn up.
+      if (this.components.node.getConnections().length === 0) break
       void this.lookupProviders(1000)
       await sleep(250, this.controller.signal)
       this.poll()
