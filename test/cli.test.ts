@@ -244,6 +244,7 @@ describe('cli usage errors', () => {
       ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra": usage dfnode fetch <url> [options]']],
       ['argument to supernode', ['supernode', 'extra'], ['unexpected argument "extra": usage dfnode supernode [options]']],
       ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid pieceSize "3MiB" from --piece-size', 'power of two']],
+      ['empty allowed origin', ['supernode', '--allow-origin', ''], ['from --allow-origin', 'a host such as registry.example.com']],
       ['bad environment value', ['fetch', url], ['invalid seedMs "forever" from DFNODE_SEED_TIME']]
     ]
     for (const [label, args, fragments] of cases) {
@@ -420,6 +421,8 @@ describe('cli supernode', () => {
     const lines = result.stdout.split('\n').filter(line => line !== '')
     assert.ok(lines.length >= 1)
     for (const line of lines) assert.match(line, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW\w+$/)
+    // Started without --allow-origin, it warns that it refuses every seed request.
+    assert.match(result.stderr, /no origin is allowed, so this supernode refuses every seed request/)
   })
 })
 

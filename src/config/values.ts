@@ -116,7 +116,12 @@ function toMultiaddrs (raw: unknown, context: ValueContext, rules: TcpMultiaddrR
 const ORIGIN_EXPECTED = 'a host such as registry.example.com or registry.example.com:5000, or * for any host, without a scheme or path'
 
 function toOrigins (raw: unknown, context: ValueContext): string[] {
-  return toList(raw, context, 'hosts').map(entry => {
+  const entries = toList(raw, context, 'hosts')
+  // Values that are all empty, such as `--allow-origin "$REGISTRY"` with the variable unset, would
+  // allow nothing. An empty list, as in the example config file, is the default and stays valid.
+  const values = typeof raw === 'string' ? [raw] : raw
+  if (entries.length === 0 && Array.isArray(values) && values.length > 0) throw invalidValue(context, raw, ORIGIN_EXPECTED)
+  return entries.map(entry => {
     if (entry === '*') return entry
     const parsed = parseHostPort(entry)
     if (parsed == null) throw invalidValue(context, entry, ORIGIN_EXPECTED)
