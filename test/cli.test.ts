@@ -223,15 +223,15 @@ describe('cli usage errors', () => {
       ['header without colon', ['fetch', url, '-H', 'X-Token abc'], ['invalid header starting "X-Token"', 'Name: value']],
       ['header with empty name', ['fetch', url, '-H', ': abc'], ['invalid header with an empty name']],
       ['header with space in name', ['fetch', url, '--header', 'Bad Name: v'], ['invalid header starting "Bad"']],
-      ['supernode without tcp', ['fetch', url, '--supernode', '/ip4/127.0.0.1'], ['invalid supernodes "/ip4/127.0.0.1" from --supernode']],
-      ['supernode not a multiaddr', ['fetch', url, '--supernode', '127.0.0.1:8002'], ['invalid supernodes "127.0.0.1:8002" from --supernode', 'not a multiaddr']],
+      ['supernode without tcp', ['fetch', url, '--supernode', '/ip4/127.0.0.1'], ['invalid --supernode "/ip4/127.0.0.1"']],
+      ['supernode not a multiaddr', ['fetch', url, '--supernode', '127.0.0.1:8002'], ['invalid --supernode "127.0.0.1:8002"', 'not a multiaddr']],
       ['missing config file', ['fetch', url, '--config', join(sandbox.dir, 'missing.yaml')], [join(sandbox.dir, 'missing.yaml'), 'no such file', '--config']],
       ['config is a directory', ['fetch', url, '--config', sandbox.dir], [sandbox.dir, 'is a directory']],
       ['config is invalid YAML', ['fetch', url, '--config', invalidYaml], ['invalid YAML', invalidYaml]],
-      ['bad timeout', ['fetch', url, '--timeout', 'soon'], ['invalid timeoutMs "soon" from --timeout']],
-      ['negative timeout', ['fetch', url, '--timeout', '-5'], ['invalid timeoutMs "-5" from --timeout']],
-      ['negative upload rate', ['fetch', url, '--upload-rate', '-10'], ['invalid uploadRate "-10" from --upload-rate']],
-      ['negative piece size', ['supernode', '--piece-size', '-1'], ['invalid pieceSize "-1" from --piece-size']],
+      ['bad timeout', ['fetch', url, '--timeout', 'soon'], ['invalid --timeout "soon"']],
+      ['negative timeout', ['fetch', url, '--timeout', '-5'], ['invalid --timeout "-5"']],
+      ['negative upload rate', ['fetch', url, '--upload-rate', '-10'], ['invalid --upload-rate "-10"']],
+      ['negative piece size', ['supernode', '--piece-size', '-1'], ['invalid --piece-size "-1"']],
       ['output is a directory', ['fetch', url, '-o', existingDir], [`output path ${existingDir} is a directory`]],
       ['no file name in URL', ['fetch', 'http://127.0.0.1:9/dir/'], ['cannot derive a file name', '-o']],
       ['output directory missing', ['fetch', url, '-o', join(sandbox.dir, 'nowhere', 'a.bin')], ['does not exist']],
@@ -243,9 +243,9 @@ describe('cli usage errors', () => {
       ['missing URL', ['fetch'], ['missing url: usage dfnode fetch <url> [options]']],
       ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra": usage dfnode fetch <url> [options]']],
       ['argument to supernode', ['supernode', 'extra'], ['unexpected argument "extra": usage dfnode supernode [options]']],
-      ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid pieceSize "3MiB" from --piece-size', 'power of two']],
-      ['empty allowed origin', ['supernode', '--allow-origin', ''], ['from --allow-origin', 'a host such as registry.example.com']],
-      ['bad environment value', ['fetch', url], ['invalid seedMs "forever" from DFNODE_SEED_TIME']]
+      ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid --piece-size "3MiB"', 'power of two']],
+      ['empty allowed origin', ['supernode', '--allow-origin', ''], ['invalid --allow-origin', 'a host such as registry.example.com']],
+      ['bad environment value', ['fetch', url], ['invalid DFNODE_SEED_TIME "forever"']]
     ]
     for (const [label, args, fragments] of cases) {
       const env = label === 'bad environment value' ? { ...sandbox.env, DFNODE_SEED_TIME: 'forever' } : sandbox.env

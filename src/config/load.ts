@@ -11,7 +11,7 @@ import { ConfigError } from '../errors.ts'
 import { parseDragonflyConf } from './dragonfly.ts'
 import { CONFIG_ENV, CONFIG_KEYS, DEFAULT_CONFIG_PATH, DRAGONFLY_CONF_PATH, KEY_SOURCES, defaultConfig, type Config } from './schema.ts'
 import { formatSize } from './units.ts'
-import { describeSource, parseValue, type Source } from './values.ts'
+import { describeSetting, parseValue, type Source } from './values.ts'
 
 /** A flag's value as the command line gives it: text, repeated text, or a switch. */
 export type FlagValue = string | string[] | boolean
@@ -85,7 +85,7 @@ export async function loadConfig (options: LoadOptions): Promise<Config> {
   // 5. Checks across keys.
   const quotaSource = sources.get('storeQuotaBytes')
   if (config.storeQuotaBytes < config.pieceSize && quotaSource != null) {
-    throw new ConfigError(`invalid storeQuotaBytes "${formatSize(config.storeQuotaBytes)}" ${describeSource(quotaSource)}: expected at least pieceSize (${formatSize(config.pieceSize)}), so that the store can hold a piece`)
+    throw new ConfigError(`invalid ${describeSetting('storeQuotaBytes', quotaSource, formatSize(config.storeQuotaBytes))}: expected at least pieceSize (${formatSize(config.pieceSize)}), so that the store can hold a piece`)
   }
 
   return config

@@ -25,14 +25,17 @@ export interface ValueContext {
   home: string
 }
 
-/** Describes a source for an error message: `in /etc/dfnode/config.yaml`, `from DFNODE_TIMEOUT`, `from --timeout`. */
-export function describeSource (source: Source): string {
-  return source.kind === 'file' ? `in ${source.path}` : `from ${source.name}`
+/**
+ * Builds the error for an invalid value of a key. It names the setting as the user wrote it: the
+ * key and the file, the environment variable, or the flag.
+ */
+export function invalidValue (context: ValueContext, value: unknown, expected: string): ConfigError {
+  return new ConfigError(`invalid ${describeSetting(context.key, context.source, value)}: expected ${expected}`)
 }
 
-/** Builds the error for an invalid value of a key. */
-export function invalidValue (context: ValueContext, value: unknown, expected: string): ConfigError {
-  return new ConfigError(`invalid ${context.key} ${showValue(value)} ${describeSource(context.source)}: expected ${expected}`)
+/** Names a setting and its value as the user wrote them: `timeoutMs "30" in FILE`, `DFNODE_TIMEOUT "x"`, `--timeout "x"`. */
+export function describeSetting (key: keyof Config, source: Source, value: unknown): string {
+  return source.kind === 'file' ? `${key} ${showValue(value)} in ${source.path}` : `${source.name} ${showValue(value)}`
 }
 
 /** Quotes a value for a message, shortened when long. */
