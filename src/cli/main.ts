@@ -42,12 +42,13 @@ export async function main (argv: readonly string[], io: CommandIo = processIo()
 }
 
 async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
-  const args = joinNegativeValues(argv.slice(2), commands)
+  const flags = valueFlags(commands)
+  const args = joinNegativeValues(argv.slice(2), flags)
   const program = buildProgram(commands)
   const names = commands.map(command => command.name).join(', ')
 
   // 1. Find the command, which may follow global options.
-  const scan = scanArguments(args, valueOptionNames(commands))
+  const scan = scanArguments(args, new Set([...flags.keys()].map(flag => flag.replace(/^-+/, ''))))
   if (scan.commandIndex == null) {
     if (scan.helpOrVersion) {
       program.parse([...argv])
@@ -129,38 +130,32 @@ function negatedOptionDefaults (command: Command): Record<string, undefined> {
   return defaults
 }
 
-/** Long names and one-letter aliases of every option that takes a value, for the first pass over the arguments. */
-function valueOptionNames (commands: readonly Command[]): Set<string> {
-  const names = new Set<string>()
+/** Maps each flag of an option that takes a value, such as `--timeout` or `-o`, to the option's long name. */
+function valueFlags (commands: readonly Command[]): Map<string, string> {
+  const flags = new Map<string, string>()
   for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {
     if (option.type !== 'string') continue
-    names.add(option.name)
-    if (option.short != null) names.add(option.short)
+    flags.set(`--${option.name}`, option.name)
+    if (option.short != null) flags.set(`-${option.short}`, option.name)
   }
-  return names
+  return flags
 }
 
 /**
- * Writes `--timeout -5` as `--timeout=-5`. mri, sade's parser, reads a value that starts with '-' as
- * options of its own (`-5` as the flag 5), so a negative number would get an "unknown option" error
- * naming the wrong token instead of the option's own check. An option never starts with a digit.
+ * Joins `--timeout -5` into `--timeout=-5`. mri, sade's parser, reads `-5` as a flag of its own and
+ * leaves `--timeout` without a value, so the option's own check never receives the number.
  */
-function joinNegativeValues (args: readonly string[], commands: readonly Command[]): string[] {
-  const longNames = new Map<string, string>()
-  for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {
-    if (option.type !== 'string') continue
-    longNames.set(`--${option.name}`, option.name)
-    if (option.short != null) longNames.set(`-${option.short}`, option.name)
-  }
+function joinNegativeValues (args: readonly string[], flags: ReadonlyMap<string, string>): string[] {
   const joined: string[] = []
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] ?? ''
-    const long = longNames.get(arg)
-    const next = args[i + 1]
     if (arg === '--') {
       joined.push(...args.slice(i))
       break
     }
+
+    const long = flags.get(arg)
+    const next = args[i + 1]
     if (long != null && next != null && /^-\d/.test(next)) {
       joined.push(`--${long}=${next}`)
       i++
