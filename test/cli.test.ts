@@ -286,7 +286,7 @@ describe('cli launcher Node version check', () => {
     }
   })
 
-  it('old node without local Node 24 says npm ci', { skip }, async () => {
+  it('missing local Node suggests npm ci', { skip }, async () => {
     // A copy of the launcher in a folder without node_modules, as after `npm ci --ignore-scripts`.
     const dir = await mkdtemp(join(tmpdir(), 'dfnode-launcher-'))
     try {
@@ -421,8 +421,8 @@ describe('cli supernode', () => {
     const lines = result.stdout.split('\n').filter(line => line !== '')
     assert.ok(lines.length >= 1)
     for (const line of lines) assert.match(line, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW\w+$/)
-    // Started without --allow-origin, it warns that it refuses every seed request.
-    assert.match(result.stderr, /no origin is allowed, so this supernode refuses every seed request/)
+    // Started without --allow-origin, it warns that it rejects every seed request.
+    assert.match(result.stderr, /no allowed origin: this supernode rejects every seed request/)
   })
 })
 

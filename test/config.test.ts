@@ -300,7 +300,7 @@ describe('config units', () => {
 })
 
 describe('config validation', () => {
-  it('rejects each invalid value naming setting and value', async () => {
+  it('invalid values name setting and value', async () => {
     const cases: Array<{ file?: string, env?: Record<string, string>, flags?: LoadOptions['flags'], fragments: string[] }> = [
       { file: 'pieceSize: 3MiB', fragments: ['pieceSize', '"3MiB"', 'power of two from 64KiB to 64MiB'] },
       { file: 'pieceSize: 32KiB', fragments: ['pieceSize', '"32KiB"', '64KiB'] },

@@ -97,7 +97,7 @@ describe('download sources', () => {
     return download
   }
 
-  it('a node without peers skips the holder wait', { timeout: 60_000 }, async () => {
+  it('isolated node skips holder wait', { timeout: 60_000 }, async () => {
     const body = randomBytes(2 * MiB)
     origin.files.set('/alone.bin', { body })
     const parts = await peerParts()

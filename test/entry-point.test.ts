@@ -35,14 +35,14 @@ describe('launcher entry point', () => {
     assert.equal(chooseEntry(root), source())
   })
 
-  it('runs a bundle newer than every source', async () => {
+  it('runs a fresh bundle', async () => {
     await mkdir(join(root, 'dist'), { recursive: true })
     await writeFile(join(root, BUNDLE_PATH), '')
     await touch(BUNDLE_PATH, 10)
     assert.equal(chooseEntry(root), bundle())
   })
 
-  it('runs the sources once one is newer', async () => {
+  it('newer source wins over bundle', async () => {
     await touch(join('src', 'swarm', 'engine.ts'), 20)
     assert.equal(chooseEntry(root), source())
     await touch(join('src', 'swarm', 'engine.ts'), 0)

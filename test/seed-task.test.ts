@@ -90,7 +90,7 @@ describe('seed task', () => {
     assert.ok(records.get(task.key)?.content != null)
   })
 
-  it('a failed store ends the origin read', async () => {
+  it('failed store ends origin read', async () => {
     const before = responses.length
     const { task, records } = await taskFor('failing', 2)
     await task.run()

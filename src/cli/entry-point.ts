@@ -1,13 +1,8 @@
 /**
- * Chooses the module that bin/dfnode runs: the bundle that `npm run build`
- * writes to dist/dfnode.mjs, or the TypeScript sources. Loading the sources
- * resolves about 2,700 imports of libp2p and its dependencies one file at a
- * time, which costs about 0.25 s of CPU more at every start than the single
- * bundle (docs/architecture.md, "Start-up").
- *
- * The bundle is used only while it is at least as new as every file under
- * src/ and package.json, so an edited source is never shadowed by an old
- * bundle. This module imports nothing but node:fs and node:path.
+ * Chooses the module that bin/dfnode runs: the bundle that `npm run build` writes to
+ * dist/dfnode.mjs, or the TypeScript sources, whose 2,700 imports cost about 0.25 s more CPU per
+ * start (docs/architecture.md, "Start-up"). The bundle runs only while it is at least as new as
+ * package.json and every file under src/, so an edited source is never shadowed by an old bundle.
  */
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
@@ -28,7 +23,7 @@ export function chooseEntry (root: string): string {
   return pathToFileURL(newestSourceTime(root) <= bundleTime ? bundle : source).href
 }
 
-/** Newest modification time of package.json and the files under src/, in ms. */
+/** Returns the newest modification time of package.json and the files under src/, in ms. */
 function newestSourceTime (root: string): number {
   let newest = modifiedAt(join(root, 'package.json')) ?? 0
   const dir = join(root, 'src')

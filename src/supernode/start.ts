@@ -46,7 +46,7 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
   const multiaddrs = engine.multiaddrs()
   logger.info({ peerId: engine.peerId, multiaddrs, allowOrigins: config.allowOrigins }, 'supernode started')
   if (config.allowOrigins.length === 0) {
-    logger.warn('no origin is allowed, so this supernode refuses every seed request and serves only as bootstrap peer and DHT server; pass --allow-origin HOST for each origin it may fetch from')
+    logger.warn('no allowed origin: this supernode rejects every seed request and works only as bootstrap peer and DHT server; pass --allow-origin HOST for each origin it may fetch from')
   }
   return {
     peerId: engine.peerId,
