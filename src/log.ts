@@ -2,9 +2,9 @@
  * Logging with pino: one structured line per event to stderr and to
  * `<data dir>/logs/dfnode.log`.
  */
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino, type Logger } from 'pino'
+import { makeDirectorySync } from './directories.ts'
 
 export type { Logger }
 
@@ -38,8 +38,8 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   if (options.quiet !== true) streams.push({ level, stream: pino.destination({ fd: 2, sync: true }) })
   if (options.dataDir != null) {
     const dir = join(options.dataDir, 'logs')
-    mkdirSync(dir, { recursive: true })
-    streams.push({ level, stream: pino.destination({ dest: join(dir, 'dfnode.log'), mkdir: true, sync: true }) })
+    makeDirectorySync(dir)
+    streams.push({ level, stream: pino.destination({ dest: join(dir, 'dfnode.log'), sync: true }) })
   }
   return pino({
     level,

@@ -255,6 +255,14 @@ describe('cli usage errors', () => {
     await assert.rejects(stat(sandbox.dataDir), { code: 'ENOENT' }, 'no command got as far as creating the data dir')
   })
 
+  it('data dir under /proc exits 2', async () => {
+    // Node's recursive mkdir did not return for /proc/x, so dfnode hung there before.
+    for (const args of [['fetch', url], ['supernode'], ['proxy', '--port', '0']]) {
+      const result = await runDfnode([...args, '--data-dir', '/proc/dfnode-test'], { env: sandbox.env, cwd: sandbox.dir })
+      assertUsageError(result, ['cannot create the log directory in data dir /proc/dfnode-test', 'pass a writable --data-dir'], args[0] ?? '')
+    }
+  })
+
   it('a malformed header never echoes its value', async () => {
     const result = await runDfnode(['fetch', url, '-H', 'Authorization Bearer s3cr3t-token', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
     assertUsageError(result, ['invalid header starting "Authorization"'], 'header')

@@ -66,6 +66,23 @@ describe('proxy commands', () => {
     assert.match(missing.err(), /missing --registry/)
   })
 
+  it('uncreatable directory is a usage error', { timeout: 30_000 }, async () => {
+    // Node's recursive mkdir did not return for /proc/x, so both commands hung there before.
+    const file = join(work, 'plain-file')
+    await writeFile(file, 'not a directory')
+    const cases: Array<[string[], RegExp]> = [
+      [['gen-ca', '--out', '/proc/dfnode-test'], /cannot create directory \/proc\/dfnode-test: ENOENT.*pass a writable --out/],
+      [['gen-ca', '--out', join(file, 'ca')], /cannot create directory .*plain-file\/ca: ENOTDIR.*pass a writable --out/],
+      [['containerd-config', '--registry', 'registry.example.com', '--dir', '/proc/dfnode-test'], /cannot create directory \/proc\/dfnode-test\/registry\.example\.com: ENOENT.*pass a writable --dir/],
+      [['containerd-config', '--registry', 'registry.example.com', '--dir', file], /cannot create directory .*plain-file\/registry\.example\.com: ENOTDIR.*pass a writable --dir/]
+    ]
+    for (const [args, message] of cases) {
+      const io = captureIo(work)
+      assert.equal(await main(['node', 'dfnode', ...args], io, COMMANDS), 2, args.join(' '))
+      assert.match(io.err(), message)
+    }
+  })
+
   it('proxy serves until SIGTERM', async () => {
     const registry = await TestRegistry.start()
     const settings = join(work, 'proxy.yaml')

@@ -2,8 +2,9 @@
  * `dfnode containerd-config`: writes `<dir>/<registry>/hosts.toml` so that
  * containerd pulls the registry through the proxy.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { rename, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { makeDirectory } from '../directories.ts'
 import { ExitCode, UsageError } from '../errors.ts'
 import { checkRegistryName, renderContainerdHosts } from '../proxy/containerd-hosts.ts'
 import { stringOption, type Command } from './command.ts'
@@ -26,7 +27,11 @@ export async function writeContainerdConfig (input: ContainerdConfigInput): Prom
   })
 
   const dir = join(input.dir ?? '/etc/containerd/certs.d', registry)
-  await mkdir(dir, { recursive: true })
+  try {
+    await makeDirectory(dir)
+  } catch (err) {
+    throw new UsageError(`cannot create directory ${dir}: ${(err as Error).message}; pass a writable --dir`, { cause: err })
+  }
   const path = join(dir, 'hosts.toml')
   const temp = `${path}.${process.pid}.tmp`
   await writeFile(temp, content, { mode: 0o644 })

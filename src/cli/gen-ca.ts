@@ -2,8 +2,9 @@
  * `dfnode gen-ca`: creates the CA that signs certificates of intercepted
  * HTTPS hosts (`dfnode proxy --hijack-https`).
  */
-import { access, mkdir, writeFile } from 'node:fs/promises'
+import { access, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { makeDirectory } from '../directories.ts'
 import { ExitCode, UsageError } from '../errors.ts'
 import { createCa } from '../proxy/certificates.ts'
 import { booleanOption, stringOption, type Command } from './command.ts'
@@ -33,7 +34,11 @@ export async function generateCa (input: GenCaInput): Promise<{ cert: string, ke
   }
 
   const pair = await createCa(input.name ?? 'dfnode proxy CA', days)
-  await mkdir(input.out, { recursive: true })
+  try {
+    await makeDirectory(input.out)
+  } catch (err) {
+    throw new UsageError(`cannot create directory ${input.out}: ${(err as Error).message}; pass a writable --out`, { cause: err })
+  }
   await writeFile(key, pair.key, { mode: 0o600 })
   await writeFile(cert, pair.cert, { mode: 0o644 })
   return { cert, key }

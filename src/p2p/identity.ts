@@ -1,10 +1,11 @@
 /**
  * Node identity: an ed25519 key kept in the data dir, or a fresh one per process.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import { makeDirectory } from '../directories.ts'
 import { ConfigError } from '../errors.ts'
 
 /** File name of the persistent key inside the data dir. */
@@ -30,7 +31,7 @@ export async function loadIdentity (dataDir: string): Promise<PrivateKey> {
   }
 
   const key = await generateKeyPair('Ed25519')
-  await mkdir(dataDir, { recursive: true })
+  await makeDirectory(dataDir)
   const temp = `${path}.tmp-${process.pid}`
   await writeFile(temp, privateKeyToProtobuf(key), { mode: 0o600 })
   await rename(temp, path)

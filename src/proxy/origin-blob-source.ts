@@ -5,9 +5,10 @@
  * until the whole blob matches its digest, and only verified blobs are kept.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Dispatcher } from 'undici'
+import { makeDirectory } from '../directories.ts'
 import { OriginStatusError, OriginUnreachableError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { BlobHandle, BlobRequest, BlobSource } from './blob-source.ts'
@@ -39,8 +40,8 @@ export class OriginBlobSource implements BlobSource {
 
   /** Creates the directories and removes downloads left over from an earlier run. */
   async start (): Promise<void> {
-    await mkdir(join(this.init.directory, 'sha256'), { recursive: true })
-    await mkdir(join(this.init.directory, 'tmp'), { recursive: true })
+    await makeDirectory(join(this.init.directory, 'sha256'))
+    await makeDirectory(join(this.init.directory, 'tmp'))
     for (const name of await readdir(join(this.init.directory, 'tmp'))) {
       await rm(join(this.init.directory, 'tmp', name), { force: true })
     }

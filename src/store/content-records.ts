@@ -3,11 +3,12 @@
  * each content, one DAG-CBOR file per key at `<dir>/contents/<key>.cbor`, beside
  * the pieces. Records are loaded into memory at start and written atomically.
  */
-import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { validateManifest, type Manifest } from '../content/manifest.ts'
 import { pieceCount } from '../content/pieces.ts'
+import { makeDirectory } from '../directories.ts'
 import { UsageError } from '../errors.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { isNotFound, isStaleTemp, isTempName, syncDirectory, writeFileAtomic } from './atomic-file.ts'
@@ -67,7 +68,7 @@ export class ContentRecords {
 
   /** Loads every record; a file that fails to decode is logged and renamed to `<name>.corrupt`. */
   async start (): Promise<void> {
-    await mkdir(this.contentsDir, { recursive: true })
+    await makeDirectory(this.contentsDir)
 
     let corrupt = 0
     for (const name of await readdir(this.contentsDir)) {

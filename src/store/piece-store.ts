@@ -4,11 +4,12 @@
  * indexed in memory at start, and kept under a size quota by evicting
  * least-recently-used pieces that no reader or writer holds.
  */
-import { lstat, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { lstat, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { cidOfBytes, isContentCid } from '../content/ids.ts'
 import { MAX_PIECE_SIZE } from '../content/pieces.ts'
+import { makeDirectory } from '../directories.ts'
 import { UsageError, VerificationError } from '../errors.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { isNotFound, isStaleTemp, isTempName, writeFileAtomic } from './atomic-file.ts'
@@ -94,7 +95,7 @@ export class PieceStore {
 
   /** Scans the directory: removes leftover temp files, indexes every piece file (name = CID, size). */
   async start (): Promise<void> {
-    await mkdir(this.piecesDir, { recursive: true })
+    await makeDirectory(this.piecesDir)
     this.emptyPieceKey = (await cidOfBytes(new Uint8Array())).toString()
 
     const removedTemps = await this.scan()
@@ -285,7 +286,7 @@ export class PieceStore {
   /** Creates a shard directory once per process; a put per piece would otherwise pay a mkdir each. */
   private async ensureShard (dir: string): Promise<void> {
     if (this.shards.has(dir)) return
-    await mkdir(dir, { recursive: true })
+    await makeDirectory(dir)
     this.shards.add(dir)
   }
 
