@@ -34,6 +34,7 @@ const HELP = `Usage: node e2e/bench/proxy-pull.ts [options]
   --layers LIST   layer sizes in MiB, comma-separated (default: 24,20,12,8, 64 MiB in all)
   --runs N        runs, each with a fresh supernode, proxies and containerds (default: 3)
   --json FILE     also write every measurement to FILE as JSON
+  --keep          keep the work directory with every process's log, and print its path
   --help          print this text
 `
 
@@ -44,6 +45,7 @@ interface BenchOptions {
   layerSizes: number[]
   runs: number
   json?: string
+  keep: boolean
 }
 
 /** CPU and memory over one pull through a proxy. */
@@ -81,6 +83,7 @@ function parseOptions (argv: string[]): BenchOptions & { help: boolean } {
       layers: { type: 'string', default: '24,20,12,8' },
       runs: { type: 'string', default: '3' },
       json: { type: 'string' },
+      keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
   })
@@ -90,7 +93,7 @@ function parseOptions (argv: string[]): BenchOptions & { help: boolean } {
   }
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`invalid --runs "${values.runs}": expected a whole number from 1 to 50`)
-  return { layerSizes: layerSizes.map(size => size * MiB), runs, help: values.help, ...(values.json != null ? { json: values.json } : {}) }
+  return { layerSizes: layerSizes.map(size => size * MiB), runs, keep: values.keep, help: values.help, ...(values.json != null ? { json: values.json } : {}) }
 }
 
 async function main (): Promise<void> {
@@ -136,8 +139,9 @@ async function main (): Promise<void> {
     finished = true
   } finally {
     await registry.stop()
-    if (finished) await rm(work, { recursive: true, force: true })
-    else process.stderr.write(`the dfnode logs of the failed run are kept in ${work}\n`)
+    if (!finished) process.stderr.write(`the dfnode logs of the failed run are kept in ${work}\n`)
+    else if (options.keep) process.stderr.write(`the work directory with every log is kept in ${work}\n`)
+    else await rm(work, { recursive: true, force: true })
   }
 }
 
