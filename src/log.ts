@@ -15,8 +15,11 @@ export interface LoggerOptions {
   dataDir?: string
   /** Process role, added to every line. */
   role?: string
-  /** Skip stderr (the log file still receives every line). */
-  quiet?: boolean
+  /**
+   * Lowest level written to stderr, for commands whose stderr a person reads. The log file still
+   * receives every line, and --verbose or DFNODE_LOG_LEVEL puts every line on stderr too.
+   */
+  stderrLevel?: pino.Level
 }
 
 /** Header names whose values are replaced before a line is written. */
@@ -24,18 +27,21 @@ const REDACTED_PATHS = ['headers.authorization', 'headers.Authorization', 'heade
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
 
-/** Returns the level: DFNODE_LOG_LEVEL when it names a pino level, else debug with verbose, else info. */
-function logLevel (verbose: boolean): pino.Level {
+/** Returns DFNODE_LOG_LEVEL when it names a pino level. */
+function levelFromEnv (): pino.Level | undefined {
   const fromEnv = process.env.DFNODE_LOG_LEVEL
-  if (fromEnv != null && LEVELS.has(fromEnv)) return fromEnv as pino.Level
-  return verbose ? 'debug' : 'info'
+  return fromEnv != null && LEVELS.has(fromEnv) ? fromEnv as pino.Level : undefined
 }
 
-/** Creates the process logger. */
+/** Creates the process logger. Its level is DFNODE_LOG_LEVEL if set, else debug with verbose, else info. */
 export function createLogger (options: LoggerOptions = {}): Logger {
-  const level = logLevel(options.verbose === true)
-  const streams: pino.StreamEntry[] = []
-  if (options.quiet !== true) streams.push({ level, stream: pino.destination({ fd: 2, sync: true }) })
+  const fromEnv = levelFromEnv()
+  const level = fromEnv ?? (options.verbose === true ? 'debug' : 'info')
+  const levelChosen = fromEnv != null || options.verbose === true
+  const stderrLevel = !levelChosen && options.stderrLevel != null && pino.levels.values[options.stderrLevel]! > pino.levels.values[level]!
+    ? options.stderrLevel
+    : level
+  const streams: pino.StreamEntry[] = [{ level: stderrLevel, stream: pino.destination({ fd: 2, sync: true }) }]
   if (options.dataDir != null) {
     const dir = join(options.dataDir, 'logs')
     makeDirectorySync(dir)

@@ -371,6 +371,24 @@ describe('cli fetch', () => {
     const summary = messageLines(result.stderr)
     assert.equal(summary.length, 1, result.stderr)
     assert.match(summary[0] ?? '', new RegExp(`^fetched ${join(sandbox.dir, 'blob.bin')} \\(300\\.0 KiB, ${digest}\\) in .*: supernode 0 B, peers 0 B, origin 300\\.0 KiB, local 0 B$`))
+    assert.equal(result.stderr.split('\n').filter(line => line !== '').length, 1, `only the summary on stderr: ${result.stderr}`)
+  })
+
+  it('fetch logs info to the file only', async () => {
+    const sandbox = await makeSandbox()
+    const quiet = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', join(sandbox.dir, 'quiet.bin'), '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(quiet.code, 0, quiet.stderr)
+    assert.ok(!quiet.stderr.includes('"msg":"download complete"'), quiet.stderr)
+    const log = await readFile(join(sandbox.dataDir, 'logs', 'dfnode.log'), 'utf8')
+    assert.match(log, /"msg":"download complete"/)
+
+    const verbose = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', join(sandbox.dir, 'verbose.bin'), '--verbose', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(verbose.code, 0, verbose.stderr)
+    assert.match(verbose.stderr, /"msg":"download complete"/)
+
+    const fromEnv = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', join(sandbox.dir, 'env.bin'), '--data-dir', sandbox.dataDir], { env: { ...sandbox.env, DFNODE_LOG_LEVEL: 'info' }, cwd: sandbox.dir })
+    assert.equal(fromEnv.code, 0, fromEnv.stderr)
+    assert.match(fromEnv.stderr, /"msg":"download complete"/)
   })
 
   it('origin 404 exits 3', async () => {

@@ -115,5 +115,5 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
     } finally {
       removeHandlers()
     }
-  })
+  }, { stderrLevel: 'warn' })
 }

@@ -7,14 +7,14 @@ import { pino } from 'pino'
 import { loadConfig, type ConfigFlags } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 import { ConfigError } from '../errors.ts'
-import { createLogger, type Logger } from '../log.ts'
+import { createLogger, type Logger, type LoggerOptions } from '../log.ts'
 import { booleanOption, stringOption, type Invocation, type OptionSpec } from './command.ts'
 
 /** Options every command takes. */
 export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
   { name: 'config', type: 'string', description: 'YAML config file (default: $DFNODE_CONFIG, else /etc/dfnode/config.yaml if it exists)' },
   { name: 'data-dir', type: 'string', description: 'Directory for pieces, identity key and logs (default: $DFNODE_DATA_DIR, else ~/.dfnode)' },
-  { name: 'verbose', type: 'boolean', description: 'Log debug lines too (default: off, or $DFNODE_VERBOSE)' }
+  { name: 'verbose', type: 'boolean', description: 'Log debug lines too, and let fetch put every log line on stderr (default: off, or $DFNODE_VERBOSE)' }
 ]
 
 /** Loads the configuration of a command from the global options, the environment and the command's own `flags`. */
@@ -40,10 +40,10 @@ export async function loadCommandConfig (invocation: Invocation, role: string, f
  * returning, so that the process can exit right after. A failure is logged at debug level
  * (with its stack) and rethrown for main to print.
  */
-export async function runWithLogger<T> (config: Config, role: string, work: (logger: Logger) => Promise<T>): Promise<T> {
+export async function runWithLogger<T> (config: Config, role: string, work: (logger: Logger) => Promise<T>, options: Pick<LoggerOptions, 'stderrLevel'> = {}): Promise<T> {
   let logger: Logger
   try {
-    logger = createLogger({ verbose: config.verbose, dataDir: config.dataDir, role })
+    logger = createLogger({ verbose: config.verbose, dataDir: config.dataDir, role, ...options })
   } catch (err) {
     throw new ConfigError(`cannot create the log directory in data dir ${config.dataDir}: ${(err as Error).message}; pass a writable --data-dir`, { cause: err })
   }
