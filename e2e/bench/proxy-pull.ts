@@ -12,7 +12,7 @@
  * each blob once for cold and warm together, or the run is rejected (containerd
  * falls back to the registry when a mirror fails, which would hide a broken proxy).
  *
- *   node e2e/bench/proxy-pull.ts [--layers 24,20,12,8] [--runs 3] [--json FILE]
+ *   node e2e/bench/proxy-pull.ts [--layers 24,20,12,8] [--runs 3] [--json FILE] [--keep]
  */
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -38,6 +38,29 @@ const HELP = `Usage: node e2e/bench/proxy-pull.ts [options]
   --help          print this text
 `
 
+/** Components started and not stopped yet. A SIGINT or SIGTERM stops them, so that no process outlives the benchmark. */
+const running = new Set<{ stop: () => Promise<unknown> }>()
+
+/** Starts a component with `start` and tracks it until its stop function runs. */
+async function tracked<T extends { stop: () => Promise<unknown> }> (start: () => Promise<T>): Promise<T> {
+  const component = await start()
+  const stop = component.stop.bind(component)
+  running.add(component)
+  component.stop = async () => {
+    running.delete(component)
+    return await stop()
+  }
+  return component
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`proxy-pull benchmark: ${signal}, stopping ${running.size} components\n`)
+    void Promise.allSettled([...running].map(async component => await component.stop()))
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  })
+}
+
 /** Time limit of one ctr pull, in ms. */
 const PULL_TIMEOUT_MS = 600_000
 
@@ -54,6 +77,8 @@ interface ProxyUsage {
   cpuSeconds: number
   /** User plus system CPU seconds of every dfnode process (supernode and both proxies) during the pull. */
   swarmCpuSeconds: number
+  /** CPU seconds per process: the supernode, then the proxy of each host. Only the JSON output has them. */
+  processCpuSeconds: { supernode: number, hosts: number[] }
   /** VmHWM of the pulling host's proxy after the pull: its peak RSS since start-up, in KiB. */
   peakRssKiB: number
 }
@@ -106,7 +131,7 @@ async function main (): Promise<void> {
 
   // 1. The registry with the test image, shared by every run.
   const work = await mkdtemp(join(tmpdir(), 'dfnode-bench-proxy-'))
-  const registry = await TestRegistry.start()
+  const registry = await tracked(async () => await TestRegistry.start())
   let finished = false
   try {
     const image = await buildImage(join(work, 'image'), options.layerSizes)
@@ -153,7 +178,7 @@ async function measureRun (run: number, dir: string, registry: TestRegistry, ima
   const containerds: TestContainerd[] = []
   let swarm: TestSwarm | undefined
   try {
-    for (let i = 0; i < 3; i++) containerds.push(await TestContainerd.start())
+    for (let i = 0; i < 3; i++) containerds.push(await tracked(async () => await TestContainerd.start()))
     const [direct, coldClient, warmClient] = containerds as [TestContainerd, TestContainerd, TestContainerd]
 
     // 1. Direct from the registry.
@@ -164,7 +189,7 @@ async function measureRun (run: number, dir: string, registry: TestRegistry, ima
     const directCpuSeconds = directCpuAfter.reduce((sum, after, i) => sum + after - (directCpuBefore[i] ?? 0), 0)
 
     // 2. Cold and warm through the proxies; the registry count excludes the direct pull.
-    swarm = await TestSwarm.start({ dir, hosts: 2, allowOrigins: [registry.host], proxyArgs: ['--registry', registry.url] })
+    swarm = await tracked(async () => await TestSwarm.start({ dir, hosts: 2, allowOrigins: [registry.host], proxyArgs: ['--registry', registry.url] }))
     const afterDirect = await blobGetCounts(registry, image)
     const idleRssKiB = await rssKiBOf(pidOf(swarm.proxies[0]?.child.pid, 'proxy of host 0'))
     const cold = await pullThroughProxy(swarm, 0, coldClient, join(dir, 'hosts-0'), registry, reference)
@@ -212,8 +237,10 @@ async function pullThroughProxy (swarm: TestSwarm, host: number, containerd: Tes
   const cpuAfter = await Promise.all(pids.map(cpuSecondsOf))
 
   const cpuSeconds = (cpuAfter[pids.indexOf(pid)] ?? 0) - (cpuBefore[pids.indexOf(pid)] ?? 0)
-  const swarmCpuSeconds = cpuAfter.reduce((sum, after, i) => sum + after - (cpuBefore[i] ?? 0), 0)
-  return { ms, usage: { cpuSeconds, swarmCpuSeconds, peakRssKiB: await peakRssKiBOf(pid) } }
+  const perProcess = cpuAfter.map((after, i) => after - (cpuBefore[i] ?? 0))
+  const swarmCpuSeconds = perProcess.reduce((sum, seconds) => sum + seconds, 0)
+  const processCpuSeconds = { supernode: perProcess[0] ?? 0, hosts: perProcess.slice(1) }
+  return { ms, usage: { cpuSeconds, swarmCpuSeconds, processCpuSeconds, peakRssKiB: await peakRssKiBOf(pid) } }
 }
 
 /** Runs `ctr content fetch` and returns its wall time in ms; throws when it fails. */
