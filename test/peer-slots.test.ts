@@ -11,13 +11,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import type { Config } from '../src/config/schema.ts'
-import { DEFAULT_QUERY_FILTER } from '../src/content/url.ts'
 import { silentLogger } from '../src/log.ts'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { startSupernode, type SupernodeHandle } from '../src/supernode/start.ts'
 import { Engine } from '../src/swarm/engine.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
+import { testSupernodeConfig } from './helpers/supernode-config.ts'
 
 const MiB = 1024 * 1024
 const FILES = 6
@@ -46,21 +45,7 @@ describe('peer slots', () => {
     bodies.forEach((body, index) => { origin.files.set(`/slots-${index}.bin`, { body }) })
 
     // 1 MiB pieces sent at 8 MiB/s: every upload lasts long enough to overlap with the others.
-    const config: Config = {
-      dataDir: join(dir, 'supernode'),
-      verbose: false,
-      supernodes: [],
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      announce: [],
-      allowOrigins: ['127.0.0.1'],
-      pieceSize: MiB,
-      backSource: true,
-      filter: [...DEFAULT_QUERY_FILTER],
-      timeoutMs: 0,
-      seedMs: 0,
-      storeQuotaBytes: 1024 * MiB,
-      uploadRate: 8 * MiB
-    }
+    const config = testSupernodeConfig(join(dir, 'supernode'), { uploadRate: 8 * MiB })
     supernode = await startSupernode(config, silentLogger())
     const address = supernode.multiaddrs[0]
     assert.ok(address != null, 'the supernode has no listen address')

@@ -50,7 +50,11 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionManager: {
-      maxConnections: 512
+      maxConnections: 512,
+      // libp2p 3 accepts at most 5 connections a second from one address and 10 upgrades at once.
+      // Peers of a starting swarm dial the supernode together, often from one address, so a sixth got a reset.
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 128
     },
     // Pings share the TCP connection with bulk piece data, so on a saturated link they can wait
     // seconds behind it. Aborting the connection then would kill healthy transfers; piece streams

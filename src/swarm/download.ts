@@ -75,6 +75,8 @@ export interface DownloadInit {
   stallMs?: number
   /** Wait for holders on the DHT before back-to-source when no supernode responds, in ms. Default 3000. */
   holderWaitMs?: number
+  /** Delays before each further dial of a supernode whose dial failed, in ms. Default 250 and 1000. */
+  seedDialDelaysMs?: readonly number[]
   /** File that takes verified pieces in place of the piece store. */
   sink?: PieceSink
 }
@@ -104,6 +106,13 @@ const BUSY_RETRY_MS = 400
 
 /** Reconnections to a supernode after its seed stream broke, before the next supernode. */
 const SEED_RETRIES = 2
+
+/**
+ * Delays before the second and third dial of a supernode whose first dial failed, in ms. A
+ * supernode that many peers dial at once may reset some connections, and one failed dial
+ * should not send the whole content to the origin.
+ */
+const SEED_DIAL_DELAYS_MS: readonly number[] = [250, 1000]
 
 /** Time allowed to open a piece stream to a holder, in ms. */
 const DIAL_TIMEOUT_MS = 10_000
@@ -377,17 +386,25 @@ export class Download {
   private async followSupernode (address: string, attempt: number, hasNext: boolean): Promise<'done' | 'lost' | 'unreachable'> {
     const { node, logger } = this.components
     let session
-    try {
-      session = await openSeed(node, address, {
-        url: this.init.url,
-        headers: this.init.headers,
-        ...(this.init.digest != null ? { digest: this.init.digest } : {}),
-        filter: this.init.filter
-      }, this.controller.signal)
-    } catch (err) {
-      logger.warn({ supernode: address, attempt, err: (err as Error).message }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
-      if (attempt === 0) this.unreachable.push(`${address}: ${(err as Error).message}`)
-      return 'unreachable'
+    for (let dial = 0; session == null; dial++) {
+      try {
+        session = await openSeed(node, address, {
+          url: this.init.url,
+          headers: this.init.headers,
+          ...(this.init.digest != null ? { digest: this.init.digest } : {}),
+          filter: this.init.filter
+        }, this.controller.signal)
+      } catch (err) {
+        const delay = (this.init.seedDialDelaysMs ?? SEED_DIAL_DELAYS_MS)[dial]
+        if (delay != null && !this.controller.signal.aborted) {
+          logger.debug({ supernode: address, attempt, dial, err: (err as Error).message }, 'supernode dial failed, dialling again')
+          await sleep(delay, this.controller.signal)
+          continue
+        }
+        logger.warn({ supernode: address, attempt, dials: dial + 1, err: (err as Error).message }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
+        if (attempt === 0) this.unreachable.push(`${address}: ${(err as Error).message}`)
+        return 'unreachable'
+      }
     }
 
     this.trusted.add(session.peer.toString())

@@ -38,7 +38,7 @@ export interface EngineInit {
   uploadRate?: number
   logger: Logger
   /** Downloader tuning, see DownloadInit. */
-  tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs'>
+  tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs' | 'seedDialDelaysMs'>
 }
 
 /** Returns the engine settings a configuration gives, for a node with `privateKey`. */
