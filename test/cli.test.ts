@@ -191,8 +191,11 @@ describe('cli help and version', () => {
   it('--version prints the package version', async () => {
     const result = await runDfnode(['--version'])
     assert.equal(result.code, 0)
-    assert.equal(result.stdout.trim(), `dfnode, ${packageJson.version}`)
+    assert.equal(result.stdout, `dfnode ${packageJson.version}\n`)
     assert.equal(result.stderr, '')
+    const short = await runDfnode(['fetch', '-v'])
+    assert.equal(short.code, 0)
+    assert.equal(short.stdout, `dfnode ${packageJson.version}\n`)
   })
 })
 
@@ -235,6 +238,8 @@ describe('cli usage errors', () => {
       ['output is a directory', ['fetch', url, '-o', existingDir], [`output path ${existingDir} is a directory`]],
       ['no file name in URL', ['fetch', 'http://127.0.0.1:9/dir/'], ['cannot derive a file name', '-o']],
       ['output directory missing', ['fetch', url, '-o', join(sandbox.dir, 'nowhere', 'a.bin')], ['does not exist']],
+      ['output folder is a file', ['fetch', url, '-o', join(invalidYaml, 'a.bin')], [`${invalidYaml} is a file, not a directory`]],
+      ['URL without host', ['fetch', 'http:///a.bin'], ['missing host in URL "http:///a.bin"']],
       ['missing output value', ['fetch', url, '-o'], ['missing value for --output']],
       ['unknown option', ['fetch', url, '--bogus'], ['unknown option --bogus', 'dfnode fetch --help']],
       ['unknown short option', ['fetch', url, '-z'], ['unknown option -z']],
@@ -260,6 +265,27 @@ describe('cli usage errors', () => {
     for (const args of [['fetch', url], ['supernode'], ['proxy', '--port', '0']]) {
       const result = await runDfnode([...args, '--data-dir', '/proc/dfnode-test'], { env: sandbox.env, cwd: sandbox.dir })
       assertUsageError(result, ['cannot create the log directory in data dir /proc/dfnode-test', 'pass a writable --data-dir'], args[0] ?? '')
+    }
+  })
+
+  it('unusable listen or output exits 2', async () => {
+    const busy = createServer()
+    await new Promise<void>(resolve => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as AddressInfo).port
+    try {
+      const cases: Array<[string, string[], string[]]> = [
+        ['libp2p port in use', ['supernode', '--listen', `/ip4/127.0.0.1/tcp/${port}`], [`cannot listen on /ip4/127.0.0.1/tcp/${port}`, 'EADDRINUSE', 'pass other --listen addresses']],
+        ['proxy port in use', ['proxy', '--port', String(port)], [`cannot listen on 127.0.0.1:${port}: the port is in use`, 'pass another --port']],
+        // 198.18.0.0/15 is for benchmarks, so no interface here has it; binding fails without sending anything.
+        ['proxy host not local', ['proxy', '--port', '0', '--host', '198.18.0.1'], ['198.18.0.1 is not an address of this machine', 'pass --host']],
+        ['output folder takes no file', ['fetch', url, '-o', '/proc/dfnode-test.bin'], ['cannot create a file in output folder /proc', 'pass -o with a writable folder']]
+      ]
+      for (const [label, args, fragments] of cases) {
+        const result = await runDfnode([...args, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+        assertUsageError({ ...result, stderr: messageLines(result.stderr).join('\n') }, fragments, label)
+      }
+    } finally {
+      await new Promise(resolve => busy.close(resolve))
     }
   })
 
@@ -321,7 +347,7 @@ describe('cli launcher Node version check', () => {
   it('shebang runs the CLI with Node 24 on PATH', async () => {
     const result = await runDfnode(['--version'], { command: [DFNODE], env: { PATH: `${join(ROOT, 'node_modules', '.bin')}:/usr/bin:/bin`, HOME: tmpdir() } })
     assert.equal(result.code, 0, result.stderr)
-    assert.equal(result.stdout.trim(), `dfnode, ${packageJson.version}`)
+    assert.equal(result.stdout, `dfnode ${packageJson.version}\n`)
   })
 })
 
@@ -535,6 +561,15 @@ describe('cli progress', () => {
     assert.equal(writes[2], '\r\x1b[K')
     bar.clear()
     assert.equal(writes.length, 3, 'clearing an erased line writes nothing')
+  })
+
+  it('draws 80 columns on a terminal of width 0', () => {
+    const writes: string[] = []
+    const bar = new ProgressBar({ write: text => writes.push(text), columns: 0 }, { now: () => 0 })
+    bar.update(progress)
+    const line = (writes[0] ?? '').replace(/^\r/, '').replace('\x1b[K', '')
+    assert.ok(line.includes('45%'), JSON.stringify(line))
+    assert.ok(line.length <= 79, `${line.length} characters`)
   })
 
   it('summarises a result in one line', () => {

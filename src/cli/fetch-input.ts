@@ -57,8 +57,11 @@ export async function resolveOutput (output: string | undefined, url: URL, cwd: 
   }
 
   const parent = await stat(dirname(path)).catch(() => undefined)
-  if (parent?.isDirectory() !== true) {
+  if (parent == null) {
     throw new UsageError(`cannot write ${path}: directory ${dirname(path)} does not exist: create it first or pass another path with -o`)
+  }
+  if (!parent.isDirectory()) {
+    throw new UsageError(`cannot write ${path}: ${dirname(path)} is a file, not a directory: pass another path with -o`)
   }
   return path
 }

@@ -47,6 +47,13 @@ async function dispatch (argv: readonly string[], io: CommandIo, commands: reado
   const program = buildProgram(commands)
   const names = commands.map(command => command.name).join(', ')
 
+  // sade prints the version as "dfnode, 0.1.0", where command-line tools print "dfnode 0.1.0".
+  const flagArgs = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length)
+  if ((flagArgs.includes('--version') || flagArgs.includes('-v')) && !flagArgs.includes('--help') && !flagArgs.includes('-h')) {
+    io.stdout.write(`${PROGRAM} ${packageJson.version}\n`)
+    return ExitCode.ok
+  }
+
   // 1. Find the command, which may follow global options.
   const scan = scanArguments(args, new Set([...flags.keys()].map(flag => flag.replace(/^-+/, ''))))
   if (scan.commandIndex == null) {

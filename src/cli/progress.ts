@@ -46,7 +46,9 @@ export class ProgressBar {
 
     if (this.lastDraw != null && at - this.lastDraw < REDRAW_INTERVAL_MS) return
     this.lastDraw = at
-    const line = formatProgressLine(progress, this.rate(), this.terminal.columns ?? DEFAULT_COLUMNS)
+    // A pseudo-terminal without a size reports 0 columns.
+    const columns = this.terminal.columns != null && this.terminal.columns > 0 ? this.terminal.columns : DEFAULT_COLUMNS
+    const line = formatProgressLine(progress, this.rate(), columns)
     this.terminal.write(`\r${line}\x1b[K`)
     this.drawn = true
   }

@@ -34,6 +34,10 @@ export function parseHttpUrl (value: string): URL {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new UsageError(`unsupported URL scheme "${url.protocol.replace(/:$/, '')}" in "${value}": use http or https`)
   }
+  // The URL parser skips extra slashes, so "http:///x" would name the host x.
+  if (!/^https?:\/\/[^/\\]/i.test(value.trim())) {
+    throw new UsageError(`missing host in URL "${value}": expected http://HOST/PATH or https://HOST/PATH`)
+  }
   if (url.username !== '' || url.password !== '') {
     throw new UsageError(`URL "${url.host}${url.pathname}" carries credentials: pass them with -H 'Authorization: …' instead`)
   }

@@ -12,6 +12,7 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { ConfigError } from '../errors.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 
 /** Protocol id of dfnode's DHT, kept apart from the public IPFS DHT. */
@@ -37,9 +38,22 @@ export interface NodeInit {
 /**
  * Creates and starts a node. The DHT runs in server mode and keeps private and
  * loopback addresses, because dfnode swarms live on LANs where the kad-dht
- * default (dropping private addresses) would hide every provider.
+ * default (dropping private addresses) would hide every provider. Raises
+ * ConfigError when an address of `init.listen` cannot be listened on.
  */
 export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
+  try {
+    return await startNode(init)
+  } catch (err) {
+    if ((err as Error).name !== 'UnsupportedListenAddressesError') throw err
+    // libp2p names each failed address on a line of its own, followed by the listen error.
+    const reasons = (err as Error).message.split('\n').map(line => line.trim().replace(': Error: ', ': ')).filter(line => line.startsWith('/'))
+    throw new ConfigError(`cannot listen on ${reasons.join('; ')}: pass other --listen addresses, or stop the process that uses them`, { cause: err })
+  }
+}
+
+/** Creates and starts the libp2p node with dfnode's transports and services. */
+async function startNode (init: NodeInit): Promise<DfnodeLibp2p> {
   const node = await createLibp2p({
     privateKey: init.privateKey,
     addresses: {

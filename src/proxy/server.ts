@@ -7,6 +7,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
+import { ConfigError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { trackRequest, withoutQuery } from './access-log.ts'
 import { AuthorizationCheck } from './auth-check.ts'
@@ -77,9 +78,10 @@ export class ProxyServer {
 
     // 3. Listen.
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
+      const onError = (err: NodeJS.ErrnoException): void => { reject(listenError(err, this.options.host, this.options.port)) }
+      this.server.once('error', onError)
       this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject)
+        this.server.off('error', onError)
         resolve()
       })
     })
@@ -185,4 +187,15 @@ export class ProxyServer {
     this.inFlight.add(tracked)
     void tracked.finally(() => { this.inFlight.delete(tracked) })
   }
+}
+
+/** Returns the error for a listen address the proxy cannot use, with the option to change. */
+function listenError (err: NodeJS.ErrnoException, host: string, port: number): Error {
+  const address = `${host}:${port}`
+  if (err.code === 'EADDRINUSE') return new ConfigError(`cannot listen on ${address}: the port is in use; pass another --port, or stop the process that uses it`, { cause: err })
+  if (err.code === 'EACCES') return new ConfigError(`cannot listen on ${address}: permission denied; pass a --port above 1023, or run with the right to bind low ports`, { cause: err })
+  if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+    return new ConfigError(`cannot listen on ${address}: ${host} is not an address of this machine; pass --host with one, such as 127.0.0.1 or 0.0.0.0`, { cause: err })
+  }
+  return err
 }

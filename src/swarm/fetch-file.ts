@@ -88,7 +88,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
   try {
     // Verified pieces go to their offsets in a temporary file beside the output, and the store
     // serves them to other peers from that file: each byte is written to disk once.
-    const handle = file = await open(temp, 'wx', 0o644)
+    const handle = file = await openTemp(temp, output)
     const written = new Set<number>()
     const sink: PieceSink = {
       path: temp,
@@ -177,7 +177,7 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
   const temp = tempPathFor(options.output)
   try {
     const hash = createHash('sha256')
-    const file = await open(temp, 'wx', 0o644)
+    const file = await openTemp(temp, options.output)
     let received = 0
     try {
       for await (const chunk of daemon.body) {
@@ -201,6 +201,19 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
     return result
   } catch (err) {
     await rm(temp, { force: true })
+    throw err
+  }
+}
+
+/** Creates the temporary file of `output`; raises UsageError when its folder takes no new file. */
+async function openTemp (temp: string, output: string): Promise<FileHandle> {
+  try {
+    return await open(temp, 'wx', 0o644)
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR') {
+      throw new UsageError(`cannot create a file in output folder ${dirname(output)}: ${(err as Error).message}; pass -o with a writable folder`, { cause: err })
+    }
     throw err
   }
 }
