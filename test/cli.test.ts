@@ -226,6 +226,8 @@ describe('cli usage errors', () => {
       ['header without colon', ['fetch', url, '-H', 'X-Token abc'], ['invalid header starting "X-Token"', 'Name: value']],
       ['header with empty name', ['fetch', url, '-H', ': abc'], ['invalid header with an empty name']],
       ['header with space in name', ['fetch', url, '--header', 'Bad Name: v'], ['invalid header starting "Bad"']],
+      ['reserved header', ['fetch', url, '-H', 'Host: elsewhere.example'], ['header Host cannot be given with -H']],
+      ['range header', ['fetch', url, '-H', 'range: bytes=0-1'], ['header range cannot be given with -H']],
       ['supernode without tcp', ['fetch', url, '--supernode', '/ip4/127.0.0.1'], ['invalid --supernode "/ip4/127.0.0.1"']],
       ['supernode not a multiaddr', ['fetch', url, '--supernode', '127.0.0.1:8002'], ['invalid --supernode "127.0.0.1:8002"', 'not a multiaddr']],
       ['missing config file', ['fetch', url, '--config', join(sandbox.dir, 'missing.yaml')], [join(sandbox.dir, 'missing.yaml'), 'no such file', '--config']],
@@ -249,7 +251,7 @@ describe('cli usage errors', () => {
       ['extra argument', ['fetch', url, 'extra'], ['unexpected argument "extra": usage dfnode fetch <url> [options]']],
       ['argument to supernode', ['supernode', 'extra'], ['unexpected argument "extra": usage dfnode supernode [options]']],
       ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid --piece-size "3MiB"', 'power of two']],
-      ['empty allowed origin', ['supernode', '--allow-origin', ''], ['invalid --allow-origin', 'a host such as registry.example.com']],
+      ['empty allowed origin', ['supernode', '--allow-origin', ''], ['invalid --allow-origin "": expected a host such as registry.example.com']],
       ['bad environment value', ['fetch', url], ['invalid DFNODE_SEED_TIME "forever"']]
     ]
     for (const [label, args, fragments] of cases) {
@@ -264,7 +266,7 @@ describe('cli usage errors', () => {
     // Node's recursive mkdir did not return for /proc/x, so dfnode hung there before.
     for (const args of [['fetch', url], ['supernode'], ['proxy', '--port', '0']]) {
       const result = await runDfnode([...args, '--data-dir', '/proc/dfnode-test'], { env: sandbox.env, cwd: sandbox.dir })
-      assertUsageError(result, ['cannot create the log directory in data dir /proc/dfnode-test', 'pass a writable --data-dir'], args[0] ?? '')
+      assertUsageError(result, ['cannot create the log directory in data dir /proc/dfnode-test', 'pass a writable directory with --data-dir or DFNODE_DATA_DIR'], args[0] ?? '')
     }
   })
 

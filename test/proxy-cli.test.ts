@@ -15,6 +15,7 @@ import { main } from '../src/cli/main.ts'
 import type { CommandIo } from '../src/cli/command.ts'
 import { containerdConfigCommand } from '../src/cli/containerd-config.ts'
 import { genCaCommand } from '../src/cli/gen-ca.ts'
+import { proxyCommand } from '../src/cli/proxy.ts'
 import { TestRegistry } from '../e2e/registry/registry.ts'
 
 const COMMANDS = [genCaCommand, containerdConfigCommand]
@@ -80,6 +81,23 @@ describe('proxy commands', () => {
       const io = captureIo(work)
       assert.equal(await main(['node', 'dfnode', ...args], io, COMMANDS), 2, args.join(' '))
       assert.match(io.err(), message)
+    }
+  })
+
+  it('proxy names the flag or file of a bad setting', async () => {
+    const settings = join(work, 'bad-port.yaml')
+    await writeFile(settings, 'port: 70000\n')
+    const cases: Array<[string[], string]> = [
+      [['--port', '70000'], 'invalid --port "70000": expected an integer from 0 to 65535'],
+      [['--registry', 'notaurl'], 'invalid --registry "notaurl": expected an http:// or https:// URL'],
+      [['--hijack-host', '(['], 'invalid --hijack-host "([": expected a regular expression'],
+      [['--auth-cache-ttl', '2h'], 'invalid --auth-cache-ttl "2h": expected seconds or a duration up to 1h'],
+      [['--proxy-config', settings], `invalid port 70000 in ${settings}: expected an integer from 0 to 65535`]
+    ]
+    for (const [args, message] of cases) {
+      const io = captureIo(work)
+      assert.equal(await main(['node', 'dfnode', 'proxy', ...args, '--data-dir', join(work, 'bad-settings')], io, [proxyCommand]), 2, args.join(' '))
+      assert.ok(io.err().startsWith(`dfnode: ${message}`), io.err())
     }
   })
 

@@ -6,6 +6,7 @@ import { stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { isDigest } from '../content/ids.ts'
 import { UsageError } from '../errors.ts'
+import { isReservedHeader } from '../origin/headers.ts'
 
 /** Characters of an HTTP field name (RFC 9110 section 5.6.2, token). */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -30,6 +31,9 @@ export function parseHeaders (values: readonly string[]): Record<string, string>
     const name = colon === -1 ? '' : text.slice(0, colon).trim()
     if (!HEADER_NAME.test(name)) {
       throw new UsageError(`invalid header ${describeHeader(text)}: expected "Name: value" with a name of letters, digits and !#$%&'*+-.^_\`|~`)
+    }
+    if (isReservedHeader(name)) {
+      throw new UsageError(`header ${name} cannot be given with -H: dfnode sets it itself or leaves it out, because it changes how the origin answers`)
     }
     const value = text.slice(colon + 1).trim()
     if (/[\r\n\0]/.test(value)) {

@@ -67,13 +67,18 @@ async function runProxy (invocation: Invocation): Promise<number> {
 
   // 1. Settings file first, then flags.
   const settingsPath = stringOption(options, 'proxy-config')
-  const input: ProxyOptionsInput = settingsPath != null ? await readSettings(resolve(io.cwd, settingsPath)) : {}
-  applyFlags(input, options, io.cwd)
+  const settingsFile = settingsPath != null ? resolve(io.cwd, settingsPath) : undefined
+  const input: ProxyOptionsInput = settingsFile != null ? await readSettings(settingsFile) : {}
+  const flagged = applyFlags(input, options, io.cwd)
   if (input.hijackHttps === true) {
     input.caCert ??= join(config.dataDir, 'ca', 'ca.crt')
     input.caKey ??= join(config.dataDir, 'ca', 'ca.key')
   }
-  const proxyOptions = resolveProxyOptions(input)
+  const proxyOptions = resolveProxyOptions(input, (key, value) => {
+    const flag = flagged.get((key.split(/[.[]/)[0] ?? key) as keyof ProxyOptionsInput)
+    if (flag != null) return `${flag.name} ${JSON.stringify(flag.value)}`
+    return `${key} ${JSON.stringify(value)}${settingsFile != null ? ` in ${settingsFile}` : ''}`
+  })
 
   return await runWithLogger(config, 'proxy', async logger => {
     // 1. Listen for termination first, so that a signal during start-up stops the proxy once it is up.
@@ -112,20 +117,38 @@ async function runProxy (invocation: Invocation): Promise<number> {
   })
 }
 
-function applyFlags (input: ProxyOptionsInput, options: ParsedOptions, cwd: string): void {
+/** A flag that set a proxy setting, with the value as the user wrote it. */
+interface FlagValue {
+  name: string
+  value: unknown
+}
+
+/** Copies the proxy flags into `input`; returns the flag of each setting they set, for messages. */
+function applyFlags (input: ProxyOptionsInput, options: ParsedOptions, cwd: string): Map<keyof ProxyOptionsInput, FlagValue> {
+  const flagged = new Map<keyof ProxyOptionsInput, FlagValue>()
   const host = stringOption(options, 'host')
-  if (host != null) input.host = host
+  if (host != null) {
+    input.host = host
+    flagged.set('host', { name: '--host', value: host })
+  }
   const port = stringOption(options, 'port')
   if (port != null) {
     if (!/^[0-9]+$/.test(port)) throw new UsageError(`invalid --port "${port}": expected a TCP port number from 0 to 65535`)
     input.port = Number(port)
+    flagged.set('port', { name: '--port', value: port })
   }
   const registry = stringOption(options, 'registry')
-  if (registry != null) input.registry = registry
+  if (registry != null) {
+    input.registry = registry
+    flagged.set('registry', { name: '--registry', value: registry })
+  }
   const hijackHttps = booleanOption(options, 'hijack-https')
   if (hijackHttps != null) input.hijackHttps = hijackHttps
   const hijackHosts = listOption(options, 'hijack-host')
-  if (hijackHosts != null) input.hijack = hijackHosts.map(pattern => ({ host: pattern }))
+  if (hijackHosts != null) {
+    input.hijack = hijackHosts.map(pattern => ({ host: pattern }))
+    flagged.set('hijack', { name: '--hijack-host', value: hijackHosts.length === 1 ? hijackHosts[0] : hijackHosts })
+  }
   const caCert = stringOption(options, 'ca-cert')
   if (caCert != null) input.caCert = resolve(cwd, caCert)
   const caKey = stringOption(options, 'ca-key')
@@ -133,9 +156,11 @@ function applyFlags (input: ProxyOptionsInput, options: ParsedOptions, cwd: stri
   const ttl = stringOption(options, 'auth-cache-ttl')
   if (ttl != null) {
     const ms = parseDuration(ttl, 's')
-    if (ms == null) throw new UsageError(`invalid --auth-cache-ttl "${ttl}": expected seconds or a duration such as 30s or 2m`)
+    if (ms == null || ms > 3_600_000) throw new UsageError(`invalid --auth-cache-ttl "${ttl}": expected seconds or a duration up to 1h, such as 30s or 2m`)
     input.authCacheTtlMs = ms
+    flagged.set('authCacheTtlMs', { name: '--auth-cache-ttl', value: ttl })
   }
+  return flagged
 }
 
 /** Reads a YAML mapping of proxy settings; relative file paths in it resolve against its directory. */

@@ -45,7 +45,7 @@ export async function runWithLogger<T> (config: Config, role: string, work: (log
   try {
     logger = createLogger({ verbose: config.verbose, dataDir: config.dataDir, role, ...options })
   } catch (err) {
-    throw new ConfigError(`cannot create the log directory in data dir ${config.dataDir}: ${(err as Error).message}; pass a writable --data-dir`, { cause: err })
+    throw new ConfigError(`cannot create the log directory in data dir ${config.dataDir}: ${(err as Error).message}; pass a writable directory with --data-dir or DFNODE_DATA_DIR`, { cause: err })
   }
 
   try {

@@ -123,7 +123,7 @@ function toOrigins (raw: unknown, context: ValueContext): string[] {
   // Values that are all empty, such as `--allow-origin "$REGISTRY"` with the variable unset, would
   // allow nothing. An empty list, as in the example config file, is the default and stays valid.
   const values = typeof raw === 'string' ? [raw] : raw
-  if (entries.length === 0 && Array.isArray(values) && values.length > 0) throw invalidValue(context, raw, ORIGIN_EXPECTED)
+  if (entries.length === 0 && Array.isArray(values) && values.length > 0) throw invalidValue(context, values.length === 1 ? values[0] : raw, ORIGIN_EXPECTED)
   return entries.map(entry => {
     if (entry === '*') return entry
     const parsed = parseHostPort(entry)

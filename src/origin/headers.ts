@@ -29,6 +29,11 @@ const RESERVED_HEADERS = new Set([
   'if-unmodified-since'
 ])
 
+/** Returns true for a header that the origin client sets or drops itself, whatever the caller passes. */
+export function isReservedHeader (name: string): boolean {
+  return RESERVED_HEADERS.has(name.toLowerCase())
+}
+
 /** Headers that carry credentials, sent only to the origin of the first URL. */
 const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie'])
 

@@ -114,22 +114,31 @@ export const PROXY_DEFAULTS = {
   bodyTimeoutMs: 60_000
 } as const
 
-/** Validates proxy options, throwing ConfigError that names the key and the value. */
-export function resolveProxyOptions (input: ProxyOptionsInput): ProxyOptions {
+/**
+ * Names a setting and its value for a message, as the user wrote them: `--port 70000`, or
+ * `registries[0].host "x" in FILE`. `key` is the path in ProxyOptionsInput, such as `hijack[0].host`.
+ */
+export type SettingNamer = (key: string, value: unknown) => string
+
+/** Names settings by their path under `proxy`, for options that come from code. */
+const namePath: SettingNamer = (key, value) => `proxy.${key} ${JSON.stringify(value)}`
+
+/** Validates proxy options, throwing ConfigError that names the setting with `name` and its value. */
+export function resolveProxyOptions (input: ProxyOptionsInput, name: SettingNamer = namePath): ProxyOptions {
   const port = input.port ?? PROXY_DEFAULTS.port
-  checkInteger('proxy.port', port, 0, 65535)
+  checkInteger(name, 'port', port, 0, 65535)
   const host = input.host ?? PROXY_DEFAULTS.host
-  if (typeof host !== 'string' || host === '') throw new ConfigError(`invalid proxy.host ${JSON.stringify(host)}: expected an address such as 127.0.0.1`)
+  if (typeof host !== 'string' || host === '') throw new ConfigError(`invalid ${name('host', host)}: expected an address such as 127.0.0.1`)
 
   const registries: RegistryEntry[] = []
   let registry: RegistryEntry | undefined
   if (input.registry != null) {
-    const url = parseRegistryUrl('proxy.registry', input.registry)
+    const url = parseRegistryUrl(name, 'registry', input.registry)
     registry = { host: url.host, url, insecure: false }
     registries.push(registry)
   }
   for (const [i, entry] of (input.registries ?? []).entries()) {
-    const resolved = resolveRegistry(`proxy.registries[${i}]`, entry)
+    const resolved = resolveRegistry(name, `registries[${i}]`, entry)
     const existing = registries.findIndex(r => r.host === resolved.host)
     if (existing >= 0) {
       // A listed entry refines the default registry of the same host (CA, insecure).
@@ -140,21 +149,21 @@ export function resolveProxyOptions (input: ProxyOptionsInput): ProxyOptions {
     }
   }
 
-  const rules = (input.rules ?? []).map((rule, i) => resolveRule(`proxy.rules[${i}]`, rule))
-  const hijack = (input.hijack ?? []).map((entry, i) => resolveIntercept(`proxy.hijack[${i}]`, entry))
+  const rules = (input.rules ?? []).map((rule, i) => resolveRule(name, `rules[${i}]`, rule))
+  const hijack = (input.hijack ?? []).map((entry, i) => resolveIntercept(name, `hijack[${i}]`, entry))
   const hijackHttps = input.hijackHttps ?? false
   if (hijackHttps && (input.caCert == null || input.caKey == null)) {
-    throw new ConfigError('proxy.hijackHttps is on but proxy.caCert or proxy.caKey is missing: create a pair with `dfnode gen-ca --out DIR` and pass --ca-cert DIR/ca.crt --ca-key DIR/ca.key')
+    throw new ConfigError('HTTPS interception is on but the CA certificate or key is missing: create a pair with `dfnode gen-ca --out DIR` and pass --ca-cert DIR/ca.crt --ca-key DIR/ca.key')
   }
 
   const authCacheTtlMs = input.authCacheTtlMs ?? PROXY_DEFAULTS.authCacheTtlMs
-  checkInteger('proxy.authCacheTtlMs', authCacheTtlMs, 0, 3_600_000)
+  checkInteger(name, 'authCacheTtlMs', authCacheTtlMs, 0, 3_600_000)
   const maxHeaderSize = input.maxHeaderSize ?? PROXY_DEFAULTS.maxHeaderSize
-  checkInteger('proxy.maxHeaderSize', maxHeaderSize, 1024, 1024 * 1024)
+  checkInteger(name, 'maxHeaderSize', maxHeaderSize, 1024, 1024 * 1024)
   const headersTimeoutMs = input.headersTimeoutMs ?? PROXY_DEFAULTS.headersTimeoutMs
-  checkInteger('proxy.headersTimeoutMs', headersTimeoutMs, 1, 3_600_000)
+  checkInteger(name, 'headersTimeoutMs', headersTimeoutMs, 1, 3_600_000)
   const bodyTimeoutMs = input.bodyTimeoutMs ?? PROXY_DEFAULTS.bodyTimeoutMs
-  checkInteger('proxy.bodyTimeoutMs', bodyTimeoutMs, 1, 3_600_000)
+  checkInteger(name, 'bodyTimeoutMs', bodyTimeoutMs, 1, 3_600_000)
 
   const options: ProxyOptions = { host, port, registries, rules, hijackHttps, hijack, authCacheTtlMs, maxHeaderSize, headersTimeoutMs, bodyTimeoutMs }
   if (registry != null) options.registry = registry
@@ -163,56 +172,56 @@ export function resolveProxyOptions (input: ProxyOptionsInput): ProxyOptions {
   return options
 }
 
-function resolveRegistry (key: string, entry: RegistryInput): RegistryEntry {
+function resolveRegistry (name: SettingNamer, key: string, entry: RegistryInput): RegistryEntry {
   if (entry == null || typeof entry.host !== 'string' || !/^[a-z0-9.-]+(?::[0-9]{1,5})?$/i.test(entry.host)) {
-    throw new ConfigError(`invalid ${key}.host ${JSON.stringify(entry?.host)}: expected a registry name such as docker.io or registry.example.com:5000`)
+    throw new ConfigError(`invalid ${name(`${key}.host`, entry?.host)}: expected a registry name such as docker.io or registry.example.com:5000`)
   }
   const host = entry.host.toLowerCase()
-  const url = parseRegistryUrl(`${key}.url`, entry.url ?? (host === 'docker.io' ? 'https://registry-1.docker.io' : `https://${host}`))
-  if (entry.insecure != null && typeof entry.insecure !== 'boolean') throw new ConfigError(`invalid ${key}.insecure ${JSON.stringify(entry.insecure)}: expected true or false`)
+  const url = parseRegistryUrl(name, `${key}.url`, entry.url ?? (host === 'docker.io' ? 'https://registry-1.docker.io' : `https://${host}`))
+  if (entry.insecure != null && typeof entry.insecure !== 'boolean') throw new ConfigError(`invalid ${name(`${key}.insecure`, entry.insecure)}: expected true or false`)
   const resolved: RegistryEntry = { host, url, insecure: entry.insecure ?? false }
   if (entry.ca != null) resolved.ca = entry.ca
   return resolved
 }
 
-function resolveRule (key: string, rule: RuleInput): RouteRule {
+function resolveRule (name: SettingNamer, key: string, rule: RuleInput): RouteRule {
   if (rule?.route !== 'swarm' && rule?.route !== 'direct') {
-    throw new ConfigError(`invalid ${key}.route ${JSON.stringify(rule?.route)}: expected "swarm" or "direct"`)
+    throw new ConfigError(`invalid ${name(`${key}.route`, rule?.route)}: expected "swarm" or "direct"`)
   }
-  return { match: compilePattern(`${key}.match`, rule.match), route: rule.route }
+  return { match: compilePattern(name, `${key}.match`, rule.match), route: rule.route }
 }
 
-function resolveIntercept (key: string, entry: InterceptInput): InterceptEntry {
-  const resolved: InterceptEntry = { host: compilePattern(`${key}.host`, entry?.host), insecure: entry.insecure ?? false }
+function resolveIntercept (name: SettingNamer, key: string, entry: InterceptInput): InterceptEntry {
+  const resolved: InterceptEntry = { host: compilePattern(name, `${key}.host`, entry?.host), insecure: entry.insecure ?? false }
   if (entry.ca != null) resolved.ca = entry.ca
   return resolved
 }
 
-function compilePattern (key: string, value: unknown): RegExp {
-  if (typeof value !== 'string' || value === '') throw new ConfigError(`invalid ${key} ${JSON.stringify(value)}: expected a regular expression`)
+function compilePattern (name: SettingNamer, key: string, value: unknown): RegExp {
+  if (typeof value !== 'string' || value === '') throw new ConfigError(`invalid ${name(key, value)}: expected a regular expression`)
   try {
     return new RegExp(value)
   } catch (err) {
-    throw new ConfigError(`invalid ${key} ${JSON.stringify(value)}: ${(err as Error).message}`, { cause: err })
+    throw new ConfigError(`invalid ${name(key, value)}: expected a regular expression (${(err as Error).message})`, { cause: err })
   }
 }
 
-function parseRegistryUrl (key: string, value: unknown): URL {
+function parseRegistryUrl (name: SettingNamer, key: string, value: unknown): URL {
   let url: URL | undefined
   try {
     url = new URL(String(value))
   } catch {}
   if (url == null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '') {
-    throw new ConfigError(`invalid ${key} ${JSON.stringify(value)}: expected an http:// or https:// URL without credentials, such as https://registry.example.com`)
+    throw new ConfigError(`invalid ${name(key, value)}: expected an http:// or https:// URL without credentials, such as https://registry.example.com`)
   }
   if (url.pathname !== '/' || url.search !== '') {
-    throw new ConfigError(`invalid ${key} ${JSON.stringify(value)}: give the registry's base URL only, without a path or query`)
+    throw new ConfigError(`invalid ${name(key, value)}: give the registry's base URL only, without a path or query`)
   }
   return url
 }
 
-function checkInteger (key: string, value: unknown, min: number, max: number): void {
+function checkInteger (name: SettingNamer, key: string, value: unknown, min: number, max: number): void {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`invalid ${key} ${JSON.stringify(value)}: expected an integer from ${min} to ${max}`)
+    throw new ConfigError(`invalid ${name(key, value)}: expected an integer from ${min} to ${max}`)
   }
 }
