@@ -5,7 +5,7 @@ import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
 import { ExitCode, TimeoutError } from '../errors.ts'
 import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
-import { booleanOption, listOption, stringOption, type Command, type Invocation } from './command.ts'
+import { booleanOption, listOption, stringOption, type Command, type Invocation, type ParsedOptions } from './command.ts'
 import { checkDigest, parseHeaders, resolveOutput } from './fetch-input.ts'
 import { formatSummary, ProgressBar } from './progress.ts'
 import { loadCommandConfig, runWithLogger } from './setup.ts'
@@ -101,7 +101,8 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
         headers,
         signal,
         onProgress: update => progress?.update(update),
-        onComplete: report
+        onComplete: report,
+        daemonIgnores: daemonOnlyFlags(options)
       })
       report(result)
       return ExitCode.ok
@@ -116,4 +117,12 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
       removeHandlers()
     }
   }, { stderrLevel: 'warn' })
+}
+
+/** Returns the flags given to this fetch that a local daemon, which fetches with its own settings, does not take. */
+function daemonOnlyFlags (options: ParsedOptions): string[] {
+  const flags: string[] = []
+  if (listOption(options, 'supernode') != null) flags.push('--supernode')
+  if (booleanOption(options, 'back-source') === false) flags.push('--no-back-source')
+  return flags
 }

@@ -32,6 +32,8 @@ export interface FetchOptions {
   onProgress?: (progress: FetchProgress) => void
   /** Called once the file is complete, before the seeding period (config.seedMs) starts. */
   onComplete?: (result: FetchResult) => void
+  /** Flags given to this fetch that a local daemon does not take, named in a warning when one serves it. */
+  daemonIgnores?: readonly string[]
 }
 
 export interface FetchProgress {
@@ -173,6 +175,9 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
   }, signal)
   if (daemon == null) return undefined
   logger.debug({ socket: controlSocketPath(config.dataDir) }, 'fetching through the local daemon')
+  if (options.daemonIgnores != null && options.daemonIgnores.length > 0) {
+    logger.warn({ socket: controlSocketPath(config.dataDir), ignored: options.daemonIgnores }, `a local daemon uses this data dir and fetches with its own settings: ${options.daemonIgnores.join(' and ')} not applied; pass another --data-dir to fetch on its own`)
+  }
 
   const temp = tempPathFor(options.output)
   try {
