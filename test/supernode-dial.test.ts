@@ -6,6 +6,8 @@
  * loopback, so every dial comes from 127.0.0.1 as in `npm run demo`.
  */
 import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -66,6 +68,30 @@ describe('supernode dial', () => {
 
     for (const [index, download] of downloads.entries()) assert.equal(download.stats.fromOrigin, 0, `peer ${index} fetched from the origin`)
     assert.equal(origin.served.get('/burst.bin'), body.byteLength, 'the origin served the file once')
+  })
+
+  it('names a port that is not libp2p', async () => {
+    // An HTTP server stands where the supernode should be, as when a wrong port is configured.
+    const http = createServer((_, res) => { res.end('not libp2p\n') })
+    await new Promise<void>(resolve => http.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (http.address() as AddressInfo).port
+      const engine = await Engine.create({
+        privateKey: await ephemeralIdentity(),
+        dataDir: join(dir, 'wrong-port-peer'),
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        supernodes: [`/ip4/127.0.0.1/tcp/${port}/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ`],
+        backSource: false,
+        pieceSize: MiB,
+        logger: silentLogger(),
+        tuning: { seedDialDelaysMs: [] }
+      })
+      engines.push(engine)
+      const download = await engine.open({ url: `${base}/absent.bin` })
+      await assert.rejects(download.done, /the libp2p handshake failed \(.*\): check that the address is the libp2p port of a dfnode supernode/)
+    } finally {
+      await new Promise(resolve => http.close(resolve))
+    }
   })
 
   it('dials a restarted supernode again', async () => {

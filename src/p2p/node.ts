@@ -125,3 +125,13 @@ export function nodeAddresses (node: DfnodeLibp2p): string[] {
 export function toMultiaddr (value: string): ReturnType<typeof multiaddr> {
   return multiaddr(value)
 }
+
+/** Returns the reason a dial failed, with what to check; libp2p's own text for other failures. */
+export function dialFailureReason (err: Error): string {
+  if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' || /ECONNREFUSED/.test(err.message)) return 'connection refused: nothing listens at that address'
+  // Another protocol on the port breaks the handshake in one of these ways, depending on what it sends back.
+  if (/missing newline|invalid multistream|unexpected eof|encryption failed/i.test(err.message)) {
+    return `the libp2p handshake failed (${err.message}): check that the address is the libp2p port of a dfnode supernode (8002 by default)`
+  }
+  return err.message
+}

@@ -16,7 +16,7 @@ import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../conten
 import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginUnreachableError, ProtocolError, TimeoutError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
-import type { DfnodeLibp2p } from '../p2p/node.ts'
+import { dialFailureReason, type DfnodeLibp2p } from '../p2p/node.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
@@ -401,8 +401,9 @@ export class Download {
           await sleep(delay, this.controller.signal)
           continue
         }
-        logger.warn({ supernode: address, attempt, dials: dial + 1, err: (err as Error).message }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
-        if (attempt === 0) this.unreachable.push(`${address}: ${(err as Error).message}`)
+        const reason = dialFailureReason(err as Error)
+        logger.warn({ supernode: address, attempt, dials: dial + 1, err: reason }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
+        if (attempt === 0) this.unreachable.push(`${address}: ${reason}`)
         return 'unreachable'
       }
     }

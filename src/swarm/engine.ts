@@ -10,7 +10,7 @@ import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { OriginClient } from '../origin/client.ts'
-import { createNode, nodeAddresses, type DfnodeLibp2p } from '../p2p/node.ts'
+import { createNode, dialFailureReason, nodeAddresses, type DfnodeLibp2p } from '../p2p/node.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { ContentRecords } from '../store/content-records.ts'
 import { PieceStore } from '../store/piece-store.ts'
@@ -111,7 +111,7 @@ export class Engine {
     await this.pieceServer.start()
     for (const address of this.init.supernodes) {
       this.node.dial((await import('@multiformats/multiaddr')).multiaddr(address), { signal: AbortSignal.timeout(10_000) })
-        .catch((err: Error) => { this.logger.warn({ supernode: address, err: err.message }, 'cannot reach supernode') })
+        .catch((err: Error) => { this.logger.warn({ supernode: address, err: dialFailureReason(err) }, 'cannot reach supernode') })
     }
   }
 
