@@ -92,7 +92,8 @@ describe('proxy commands', () => {
       [['--registry', 'notaurl'], 'invalid --registry "notaurl": expected an http:// or https:// URL'],
       [['--hijack-host', '(['], 'invalid --hijack-host "([": expected a regular expression'],
       [['--auth-cache-ttl', '2h'], 'invalid --auth-cache-ttl "2h": expected seconds or a duration up to 1h'],
-      [['--proxy-config', settings], `invalid port 70000 in ${settings}: expected an integer from 0 to 65535`]
+      [['--proxy-config', settings], `invalid port 70000 in ${settings}: expected an integer from 0 to 65535`],
+      [['--origin-only', '--no-back-source'], '--origin-only and --no-back-source exclude each other']
     ]
     for (const [args, message] of cases) {
       const io = captureIo(work)

@@ -64,6 +64,9 @@ async function runProxy (invocation: Invocation): Promise<number> {
     backSource: booleanOption(options, 'back-source')
   })
   const originOnly = booleanOption(options, 'origin-only') === true
+  if (originOnly && booleanOption(options, 'back-source') === false) {
+    throw new UsageError('--origin-only and --no-back-source exclude each other, because --origin-only downloads every blob from the registry: drop one of them')
+  }
 
   // 1. Settings file first, then flags.
   const settingsPath = stringOption(options, 'proxy-config')
