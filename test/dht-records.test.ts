@@ -14,7 +14,9 @@ import { cidOfBytes } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { choosePieceSize } from '../src/content/pieces.ts'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
+import { silentLogger } from '../src/log.ts'
 import { createNode, toMultiaddr, type DfnodeLibp2p } from '../src/p2p/node.ts'
+import { Discovery } from '../src/swarm/discovery.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
 import { DfnodeProcess, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 
@@ -82,5 +84,36 @@ describe('DHT provider records', () => {
       if (missing.size > 0) await new Promise(resolve => setTimeout(resolve, 500))
     }
     assert.deepEqual([...missing], [], 'CIDs without a provider record of the supernode')
+  })
+
+  it('spaces background provides while busy', async () => {
+    // A real node with its DHT. The wrapper around its provide only records when each call starts.
+    const own = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    try {
+      const started: number[] = []
+      const provide = own.contentRouting.provide.bind(own.contentRouting)
+      own.contentRouting.provide = async (cid, options) => {
+        started.push(Date.now())
+        await provide(cid, options)
+      }
+      const discovery = new Discovery(own, silentLogger())
+      let busy = true
+      discovery.setBusyCheck(() => busy)
+      const cids = await Promise.all([1, 2, 3].map(async n => await cidOfBytes(new Uint8Array([n]))))
+      const queued = Date.now()
+      discovery.provideInBackground(cids)
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      assert.equal(started.length, 0, 'no provide starts while busy within the spacing')
+
+      busy = false
+      const deadline = Date.now() + 10_000
+      while (started.length < 3 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+      assert.equal(started.length, 3, 'once idle, the waiting provides run')
+      assert.ok(started[0]! - queued >= 4000, `the first provide started ${started[0]! - queued} ms after it was queued`)
+      assert.ok(started[2]! - started[0]! < 4000, 'once idle, the provides follow each other without the spacing')
+      discovery.stop()
+    } finally {
+      await own.stop()
+    }
   })
 })

@@ -175,7 +175,7 @@ async function readSettings (path: string): Promise<ProxyOptionsInput> {
     throw new ConfigError(`cannot read proxy settings ${path}: ${(err as Error).message}; fix the path given by --proxy-config`, { cause: err })
   }
   const document = parseDocument(text)
-  if (document.errors[0] != null) throw new ConfigError(`invalid YAML in ${path}: ${document.errors[0].message.split('\n')[0] ?? ''}`)
+  if (document.errors[0] != null) throw new ConfigError(`invalid YAML in ${path}: ${(document.errors[0].message.split('\n')[0] ?? '').replace(/:\s*$/, '')}`)
   const value: unknown = document.toJS()
   if (value == null) return {}
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`invalid proxy settings ${path}: expected a mapping of keys such as "registry: https://registry.example.com"`)

@@ -39,6 +39,13 @@ export class SeedService {
   private readonly init: SeedServiceInit
   private readonly tasks = new Map<string, SeedTask>()
 
+  /** Returns the number of tasks that still fetch from an origin. */
+  get running (): number {
+    let count = 0
+    for (const task of this.tasks.values()) if (task.state === 'running') count++
+    return count
+  }
+
   constructor (components: SeedServiceComponents, init: SeedServiceInit) {
     this.components = components
     this.init = init

@@ -18,6 +18,9 @@ export interface SupernodeHandle {
   stop (): Promise<void>
 }
 
+/** Time without uploads after which the supernode counts as idle, in ms. */
+const QUIET_MS = 2000
+
 /** Starts a supernode from the configuration. */
 export async function startSupernode (config: Config, logger: Logger): Promise<SupernodeHandle> {
   const privateKey = await loadIdentity(config.dataDir)
@@ -39,6 +42,9 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
     isComplete: key => engine.records.manifestOf(key) != null
   })
   engine.pieceServer.setPolicy(superSeeding)
+
+  // Piece CIDs are provided on the DHT mostly between transfers, where the walks take no CPU time from them.
+  engine.discovery.setBusyCheck(() => seeds.running > 0 || engine.pieceServer.uploadedWithin(QUIET_MS))
 
   // Contents seeded before a restart are provided again.
   for (const key of engine.heldContents()) engine.discovery.provide(key)

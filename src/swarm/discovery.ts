@@ -32,6 +32,12 @@ const PROVIDE_CONCURRENCY = 4
 /** Background provide calls that may run at once, and only while no other provide waits. */
 const BACKGROUND_PROVIDE_CONCURRENCY = 1
 
+/**
+ * Minimum time between the starts of two background provides while the node transfers pieces, in ms.
+ * Each is a DHT walk that costs every node it reaches some CPU time, which the transfer then lacks.
+ */
+const BUSY_PROVIDE_SPACING_MS = 5000
+
 export class Discovery {
   private readonly node: DfnodeLibp2p
   private readonly logger: Logger
@@ -45,6 +51,10 @@ export class Discovery {
   private provideRunning = 0
   private backgroundRunning = 0
   private flushTimer?: NodeJS.Timeout
+  private drainTimer?: NodeJS.Timeout
+  /** Time the last background provide started, or the queue of them filled again after it was empty. */
+  private lastBackgroundStart = 0
+  private busy: () => boolean = () => false
   private stopped = false
   private readonly onMessage = (event: CustomEvent<Message>): void => { this.receive(event.detail) }
 
@@ -60,6 +70,7 @@ export class Discovery {
   stop (): void {
     this.stopped = true
     clearTimeout(this.flushTimer)
+    clearTimeout(this.drainTimer)
     this.node.services.pubsub.removeEventListener('message', this.onMessage)
   }
 
@@ -114,10 +125,19 @@ export class Discovery {
    * batch of them would otherwise compete with the transfer.
    */
   provideInBackground (cids: readonly CID[]): void {
+    if (this.backgroundQueue.length === 0 && this.backgroundRunning === 0) this.lastBackgroundStart = Date.now()
     for (const cid of cids) {
       if (this.markProvided(cid)) this.backgroundQueue.push(cid)
     }
     this.drainProvides()
+  }
+
+  /**
+   * Installs the check that returns true while the node transfers pieces. Background provides then
+   * start at most every BUSY_PROVIDE_SPACING_MS, counted from the first one queued.
+   */
+  setBusyCheck (busy: () => boolean): void {
+    this.busy = busy
   }
 
   /** Finds holders of a content on the DHT, bounded by the signal. */
@@ -159,9 +179,25 @@ export class Discovery {
     }
     while (!this.stopped && this.provideRunning === 0 && this.provideQueue.length === 0 &&
       this.backgroundRunning < BACKGROUND_PROVIDE_CONCURRENCY && this.backgroundQueue.length > 0) {
+      const wait = this.lastBackgroundStart + BUSY_PROVIDE_SPACING_MS - Date.now()
+      if (wait > 0 && this.busy()) {
+        this.drainLater(wait)
+        return
+      }
+      this.lastBackgroundStart = Date.now()
       this.backgroundRunning++
       this.runProvide(this.backgroundQueue.shift()!, () => { this.backgroundRunning-- })
     }
+  }
+
+  /** Calls drainProvides after `ms`, unless a call is already scheduled. */
+  private drainLater (ms: number): void {
+    if (this.drainTimer != null) return
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined
+      this.drainProvides()
+    }, ms)
+    this.drainTimer.unref()
   }
 
   private runProvide (cid: CID, done: () => void): void {

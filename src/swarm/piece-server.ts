@@ -50,9 +50,16 @@ export class PieceServer {
   readonly stats: UploadStats = { uploaded: 0, pieces: 0, active: 0 }
   private readonly components: PieceServerComponents
   private policy?: UploadPolicy
+  /** Time the last piece upload started or ended, in ms since the epoch. */
+  private lastUpload = 0
 
   constructor (components: PieceServerComponents) {
     this.components = components
+  }
+
+  /** Returns true while a piece upload runs, or when one started or ended less than `ms` ago. */
+  uploadedWithin (ms: number): boolean {
+    return this.stats.active > 0 || Date.now() - this.lastUpload < ms
   }
 
   /** Installs the policy consulted before each piece upload. */
@@ -152,6 +159,7 @@ export class PieceServer {
       return
     }
     this.stats.active++
+    this.lastUpload = Date.now()
     let sent = 0
     try {
       await framed.write({ t: 'piece', i: request.i, n: piece.size })
@@ -162,6 +170,7 @@ export class PieceServer {
       })
     } finally {
       this.stats.active--
+      this.lastUpload = Date.now()
       this.stats.uploaded += sent
       if (sent === piece.size) this.stats.pieces++
       await piece.close()
