@@ -384,6 +384,13 @@ describe('config validation', () => {
     const typo = await writeTemp('config.yaml', 'supernode: []\n')
     await assertConfigError({ configPath: typo }, ['unknown key "supernode"', 'did you mean supernodes?'])
   })
+
+  it('rejects a misspelt variable', async () => {
+    await assertConfigError({ env: { DFNODE_SUPERNODE: '/ip4/127.0.0.1/tcp/8002' } }, ['unknown environment variable DFNODE_SUPERNODE', 'did you mean DFNODE_SUPERNODES?'])
+    await assertConfigError({ env: { DFNODE_LOGLEVEL: 'debug' } }, ['unknown environment variable DFNODE_LOGLEVEL', 'did you mean DFNODE_LOG_LEVEL?'])
+    const config = await load({ env: { DFNODE_NODE_OPTIONS: '--x', DFNODE_LOG_LEVEL: 'info' } })
+    assert.equal(config.verbose, false, 'other DFNODE_* names are left alone')
+  })
 })
 
 describe('config file errors', () => {

@@ -65,6 +65,7 @@ export async function loadConfig (options: LoadOptions): Promise<Config> {
   }
 
   // 2. Environment; an empty variable counts as unset.
+  checkEnvironmentNames(env)
   for (const key of CONFIG_KEYS) {
     const name = KEY_SOURCES[key].env
     const value = env[name]
@@ -195,6 +196,22 @@ function suggestKey (key: string): string | undefined {
     }
   }
   return best
+}
+
+/** DFNODE_* variables that dfnode reads outside the configuration keys. */
+const OTHER_ENV_NAMES = [CONFIG_ENV, 'DFNODE_LOG_LEVEL']
+
+/**
+ * Rejects a DFNODE_* variable that misspells one dfnode reads, such as DFNODE_SUPERNODE for
+ * DFNODE_SUPERNODES, which would otherwise be ignored. Other DFNODE_* names stay allowed.
+ */
+function checkEnvironmentNames (env: Environment): void {
+  const known = [...CONFIG_KEYS.map(key => KEY_SOURCES[key].env), ...OTHER_ENV_NAMES]
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('DFNODE_') || known.includes(name)) continue
+    const near = known.find(candidate => editDistance(candidate, name) <= 2)
+    if (near != null) throw new ConfigError(`unknown environment variable ${name}: did you mean ${near}? Rename or unset it`)
+  }
 }
 
 /** Levenshtein distance between two strings. */
