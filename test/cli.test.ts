@@ -252,10 +252,13 @@ describe('cli usage errors', () => {
       ['argument to supernode', ['supernode', 'extra'], ['unexpected argument "extra": usage dfnode supernode [options]']],
       ['bad piece size', ['supernode', '--piece-size', '3MiB'], ['invalid --piece-size "3MiB"', 'power of two']],
       ['empty allowed origin', ['supernode', '--allow-origin', ''], ['invalid --allow-origin "": expected a host such as registry.example.com']],
-      ['bad environment value', ['fetch', url], ['invalid DFNODE_SEED_TIME "forever"']]
+      ['bad environment value', ['fetch', url], ['invalid DFNODE_SEED_TIME "forever"']],
+      ['bad log level', ['fetch', url], ['invalid DFNODE_LOG_LEVEL "bogus": expected one of fatal, error, warn, info, debug, trace']]
     ]
     for (const [label, args, fragments] of cases) {
-      const env = label === 'bad environment value' ? { ...sandbox.env, DFNODE_SEED_TIME: 'forever' } : sandbox.env
+      const env = label === 'bad environment value'
+        ? { ...sandbox.env, DFNODE_SEED_TIME: 'forever' }
+        : label === 'bad log level' ? { ...sandbox.env, DFNODE_LOG_LEVEL: 'bogus' } : sandbox.env
       const result = await runDfnode([...args, '--data-dir', sandbox.dataDir], { env, cwd: sandbox.dir })
       assertUsageError(result, fragments, label)
     }
@@ -266,7 +269,7 @@ describe('cli usage errors', () => {
     // Node's recursive mkdir did not return for /proc/x, so dfnode hung there before.
     for (const args of [['fetch', url], ['supernode'], ['proxy', '--port', '0']]) {
       const result = await runDfnode([...args, '--data-dir', '/proc/dfnode-test'], { env: sandbox.env, cwd: sandbox.dir })
-      assertUsageError(result, ['cannot create the log directory in data dir /proc/dfnode-test', 'pass a writable directory with --data-dir or DFNODE_DATA_DIR'], args[0] ?? '')
+      assertUsageError(result, ['cannot create data dir /proc/dfnode-test or its logs folder', 'pass a writable directory with --data-dir or DFNODE_DATA_DIR'], args[0] ?? '')
     }
   })
 
@@ -276,7 +279,7 @@ describe('cli usage errors', () => {
     const port = (busy.address() as AddressInfo).port
     try {
       const cases: Array<[string, string[], string[]]> = [
-        ['libp2p port in use', ['supernode', '--listen', `/ip4/127.0.0.1/tcp/${port}`], [`cannot listen on /ip4/127.0.0.1/tcp/${port}`, 'EADDRINUSE', 'pass other --listen addresses']],
+        ['libp2p port in use', ['supernode', '--listen', `/ip4/127.0.0.1/tcp/${port}`], [`cannot listen on /ip4/127.0.0.1/tcp/${port}: the port is in use`, 'pass other --listen addresses']],
         ['proxy port in use', ['proxy', '--port', String(port)], [`cannot listen on 127.0.0.1:${port}: the port is in use`, 'pass another --port']],
         // 198.18.0.0/15 is for benchmarks, so no interface here has it; binding fails without sending anything.
         ['proxy host not local', ['proxy', '--port', '0', '--host', '198.18.0.1'], ['198.18.0.1 is not an address of this machine', 'pass --host']],
@@ -426,6 +429,18 @@ describe('cli fetch', () => {
     const lines = messageLines(result.stderr)
     assert.equal(lines.length, 1, result.stderr)
     assert.match(lines[0] ?? '', /^dfnode: /)
+    const log = await readFile(join(sandbox.dataDir, 'logs', 'dfnode.log'), 'utf8')
+    assert.match(log, /"level":50,.*"msg":"fetch failed"/, 'the log file ends with the error')
+  })
+
+  it('fetch warns in plain text', async () => {
+    const sandbox = await makeSandbox()
+    // Port 9 (discard) has no listener here, so every origin request fails and is retried.
+    const result = await runDfnode(['fetch', 'http://127.0.0.1:9/files/a.bin', '-o', join(sandbox.dir, 'a.bin'), '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 6, result.stderr)
+    const lines = result.stderr.split('\n').filter(line => line !== '')
+    assert.ok(lines.every(line => line.startsWith('dfnode: ')), result.stderr)
+    assert.ok(lines.some(line => line.startsWith('dfnode: warning: origin request failed, retrying (err: ')), result.stderr)
   })
 
   it('--no-back-source without supernodes exits 7', async () => {

@@ -87,13 +87,16 @@ describe('proxy commands', () => {
   it('proxy names the flag or file of a bad setting', async () => {
     const settings = join(work, 'bad-port.yaml')
     await writeFile(settings, 'port: 70000\n')
+    const typo = join(work, 'typo.yaml')
+    await writeFile(typo, 'prot: 8080\n')
     const cases: Array<[string[], string]> = [
       [['--port', '70000'], 'invalid --port "70000": expected an integer from 0 to 65535'],
       [['--registry', 'notaurl'], 'invalid --registry "notaurl": expected an http:// or https:// URL'],
       [['--hijack-host', '(['], 'invalid --hijack-host "([": expected a regular expression'],
       [['--auth-cache-ttl', '2h'], 'invalid --auth-cache-ttl "2h": expected seconds or a duration up to 1h'],
       [['--proxy-config', settings], `invalid port 70000 in ${settings}: expected an integer from 0 to 65535`],
-      [['--origin-only', '--no-back-source'], '--origin-only and --no-back-source exclude each other']
+      [['--origin-only', '--no-back-source'], '--origin-only and --no-back-source exclude each other'],
+      [['--proxy-config', typo], `unknown key "prot" in ${typo}: did you mean port? expected one of`]
     ]
     for (const [args, message] of cases) {
       const io = captureIo(work)

@@ -89,8 +89,10 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
       progress?.clear()
       if (json) io.stdout.write(`${JSON.stringify(result)}\n`)
       else io.stderr.write(`${formatSummary(result)}\n`)
-      if (!json && config.seedMs > 0) io.stderr.write(`serving pieces to other peers for ${formatDuration(config.seedMs)}; press Ctrl-C to stop\n`)
+      if (!json && config.seedMs > 0 && !viaDaemon) io.stderr.write(`serving pieces to other peers for ${formatDuration(config.seedMs)}; press Ctrl-C to stop\n`)
     }
+    // A local daemon downloads, stores and serves the file; this process only copies it out.
+    let viaDaemon = false
 
     try {
       // 5. Report the result as soon as the file is complete, before the seeding period.
@@ -102,6 +104,7 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
         signal,
         onProgress: update => progress?.update(update),
         onComplete: report,
+        onDaemon: () => { viaDaemon = true },
         daemonIgnores: daemonOnlyFlags(options)
       })
       report(result)
@@ -124,5 +127,8 @@ function daemonOnlyFlags (options: ParsedOptions): string[] {
   const flags: string[] = []
   if (listOption(options, 'supernode') != null) flags.push('--supernode')
   if (booleanOption(options, 'back-source') === false) flags.push('--no-back-source')
+  for (const name of ['listen', 'seed-time', 'upload-rate']) {
+    if (options[name] != null) flags.push(`--${name}`)
+  }
   return flags
 }

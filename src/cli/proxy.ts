@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
+import { closestName } from '../config/load.ts'
 import { parseDuration } from '../config/units.ts'
 import { startDaemon } from '../daemon/start.ts'
 import { ConfigError, ExitCode, UsageError } from '../errors.ts'
@@ -43,7 +44,7 @@ export const proxyCommand: Command = {
     { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
     { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 50GiB (default: 20GiB)' },
     { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
-    { name: 'no-back-source', type: 'boolean', description: 'Never fetch from the registry when no supernode or peer has a blob; the proxy then forwards the request instead (default: fetch)' },
+    { name: 'no-back-source', type: 'boolean', description: 'When no supernode or peer has a blob, do not let this host download it from the registry into the swarm; the proxy then passes the request through to the registry (default: download into the swarm)' },
     { name: 'origin-only', type: 'boolean', description: 'Do not join the swarm: download each blob from the registry once per host, into <data dir>/proxy-blobs (default: off)' }
   ],
   examples: [
@@ -65,7 +66,7 @@ async function runProxy (invocation: Invocation): Promise<number> {
   })
   const originOnly = booleanOption(options, 'origin-only') === true
   if (originOnly && booleanOption(options, 'back-source') === false) {
-    throw new UsageError('--origin-only and --no-back-source exclude each other, because --origin-only downloads every blob from the registry: drop one of them')
+    throw new UsageError('--origin-only and --no-back-source exclude each other, because --origin-only downloads every blob from the registry into this host\'s store: drop one of them')
   }
 
   // 1. Settings file first, then flags.
@@ -180,7 +181,10 @@ async function readSettings (path: string): Promise<ProxyOptionsInput> {
   if (value == null) return {}
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`invalid proxy settings ${path}: expected a mapping of keys such as "registry: https://registry.example.com"`)
   for (const key of Object.keys(value)) {
-    if (!(SETTINGS_KEYS as readonly string[]).includes(key)) throw new ConfigError(`unknown key "${key}" in ${path}: expected one of ${SETTINGS_KEYS.join(', ')}`)
+    if (!(SETTINGS_KEYS as readonly string[]).includes(key)) {
+      const near = closestName(key, SETTINGS_KEYS)
+      throw new ConfigError(`unknown key "${key}" in ${path}: ${near != null ? `did you mean ${near}? ` : ''}expected one of ${SETTINGS_KEYS.join(', ')}`)
+    }
   }
 
   const settings = value as ProxyOptionsInput

@@ -7,7 +7,7 @@ import { pino } from 'pino'
 import { loadConfig, type ConfigFlags } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 import { ConfigError } from '../errors.ts'
-import { createLogger, type Logger, type LoggerOptions } from '../log.ts'
+import { createLogger, fileLoggerOf, type Logger, type LoggerOptions } from '../log.ts'
 import { booleanOption, stringOption, type Invocation, type OptionSpec } from './command.ts'
 
 /** Options every command takes. */
@@ -45,13 +45,17 @@ export async function runWithLogger<T> (config: Config, role: string, work: (log
   try {
     logger = createLogger({ verbose: config.verbose, dataDir: config.dataDir, role, ...options })
   } catch (err) {
-    throw new ConfigError(`cannot create the log directory in data dir ${config.dataDir}: ${(err as Error).message}; pass a writable directory with --data-dir or DFNODE_DATA_DIR`, { cause: err })
+    if (err instanceof ConfigError) throw err
+    throw new ConfigError(`cannot create data dir ${config.dataDir} or its logs folder: ${(err as Error).message}; pass a writable directory with --data-dir or DFNODE_DATA_DIR`, { cause: err })
   }
 
   try {
     return await work(logger)
   } catch (err) {
-    logger.debug({ err }, `${role} failed`)
+    // The log file gets the error that ends the command; stderr gets it from main as one line.
+    const file = fileLoggerOf(logger)
+    if (file != null) file.error({ err }, `${role} failed`)
+    else logger.debug({ err }, `${role} failed`)
     throw err
   } finally {
     await flushLogger(logger)

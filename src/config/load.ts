@@ -182,14 +182,19 @@ function firstLine (message: string): string {
 
 /** Returns the known key that `key` most likely misspells, if any. */
 function suggestKey (key: string): string | undefined {
+  return closestName(key, CONFIG_KEYS)
+}
+
+/** Returns the name of `names` that `name` most likely misspells (case, dashes and underscores aside), if any. */
+export function closestName (name: string, names: readonly string[]): string | undefined {
   const squash = (text: string): string => text.toLowerCase().replace(/[_-]/g, '')
-  const exact = CONFIG_KEYS.find(known => squash(known) === squash(key))
+  const exact = names.find(known => squash(known) === squash(name))
   if (exact != null) return exact
 
   let best: string | undefined
   let bestDistance = 3
-  for (const known of CONFIG_KEYS) {
-    const distance = editDistance(squash(known), squash(key))
+  for (const known of names) {
+    const distance = editDistance(squash(known), squash(name))
     if (distance < bestDistance) {
       best = known
       bestDistance = distance

@@ -47,9 +47,18 @@ export async function createNode (init: NodeInit): Promise<DfnodeLibp2p> {
   } catch (err) {
     if ((err as Error).name !== 'UnsupportedListenAddressesError') throw err
     // libp2p names each failed address on a line of its own, followed by the listen error.
-    const reasons = (err as Error).message.split('\n').map(line => line.trim().replace(': Error: ', ': ')).filter(line => line.startsWith('/'))
+    const reasons = (err as Error).message.split('\n').map(line => line.trim()).filter(line => line.startsWith('/')).map(listenReason)
     throw new ConfigError(`cannot listen on ${reasons.join('; ')}: pass other --listen addresses, or stop the process that uses them`, { cause: err })
   }
+}
+
+/** Rewrites libp2p's line for an address it could not listen on, such as `ADDR: Error: listen EADDRINUSE: ...`. */
+function listenReason (line: string): string {
+  const address = line.slice(0, line.indexOf(': '))
+  if (line.includes('EADDRINUSE')) return `${address}: the port is in use`
+  if (line.includes('EADDRNOTAVAIL')) return `${address}: the address is not on this machine`
+  if (line.includes('EACCES')) return `${address}: permission denied`
+  return line.replace(': Error: ', ': ')
 }
 
 /** Creates and starts the libp2p node with dfnode's transports and services. */

@@ -111,7 +111,7 @@ export class Engine {
     await this.pieceServer.start()
     for (const address of this.init.supernodes) {
       this.node.dial((await import('@multiformats/multiaddr')).multiaddr(address), { signal: AbortSignal.timeout(10_000) })
-        .catch((err: Error) => { this.logger.warn({ supernode: address, err: dialFailureReason(err) }, 'cannot reach supernode') })
+        .catch((err: Error) => { this.logger.info({ supernode: address, err: dialFailureReason(err) }, 'cannot reach supernode yet') })
     }
   }
 

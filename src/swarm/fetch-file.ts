@@ -34,6 +34,8 @@ export interface FetchOptions {
   onComplete?: (result: FetchResult) => void
   /** Flags given to this fetch that a local daemon does not take, named in a warning when one serves it. */
   daemonIgnores?: readonly string[]
+  /** Called when a local daemon serves the fetch, before any byte arrives. */
+  onDaemon?: () => void
 }
 
 export interface FetchProgress {
@@ -175,8 +177,9 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
   }, signal)
   if (daemon == null) return undefined
   logger.debug({ socket: controlSocketPath(config.dataDir) }, 'fetching through the local daemon')
+  options.onDaemon?.()
   if (options.daemonIgnores != null && options.daemonIgnores.length > 0) {
-    logger.warn({ socket: controlSocketPath(config.dataDir), ignored: options.daemonIgnores }, `a local daemon uses this data dir and fetches with its own settings: ${options.daemonIgnores.join(' and ')} not applied; pass another --data-dir to fetch on its own`)
+    logger.warn({ socket: controlSocketPath(config.dataDir), ignored: options.daemonIgnores }, `a local daemon uses this data dir and fetches with its own settings: ${options.daemonIgnores.join(', ')} not applied; pass another --data-dir to fetch on its own`)
   }
 
   const temp = tempPathFor(options.output)
@@ -217,7 +220,7 @@ async function openTemp (temp: string, output: string): Promise<FileHandle> {
   } catch (err) {
     const { code } = err as NodeJS.ErrnoException
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR') {
-      throw new UsageError(`cannot create a file in output folder ${dirname(output)}: ${(err as Error).message}; pass -o with a writable folder`, { cause: err })
+      throw new UsageError(`cannot create a file in output folder ${dirname(output)} (${code}): pass -o with a writable folder`, { cause: err })
     }
     throw err
   }
