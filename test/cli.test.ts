@@ -285,9 +285,14 @@ describe('cli usage errors', () => {
         ['proxy host not local', ['proxy', '--port', '0', '--host', '198.18.0.1'], ['198.18.0.1 is not an address of this machine', 'pass --host']],
         ['output folder takes no file', ['fetch', url, '-o', '/proc/dfnode-test.bin'], ['cannot create a file in output folder /proc', 'pass -o with a writable folder']]
       ]
-      for (const [label, args, fragments] of cases) {
-        const result = await runDfnode([...args, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+      for (const [index, [label, args, fragments]] of cases.entries()) {
+        const dataDir = join(sandbox.dir, `unusable-${index}`)
+        const result = await runDfnode([...args, '--data-dir', dataDir], { env: sandbox.env, cwd: sandbox.dir })
         assertUsageError({ ...result, stderr: messageLines(result.stderr).join('\n') }, fragments, label)
+        if (args[0] === 'proxy') {
+          // The proxy binds its port before its libp2p node starts, and the node would create the identity key.
+          await assert.rejects(stat(join(dataDir, 'identity.key')), { code: 'ENOENT' }, `${label}: the node started`)
+        }
       }
     } finally {
       await new Promise(resolve => busy.close(resolve))

@@ -9,7 +9,7 @@ import { closestName } from '../config/load.ts'
 import { parseDuration } from '../config/units.ts'
 import { startDaemon } from '../daemon/start.ts'
 import { ConfigError, ExitCode, UsageError } from '../errors.ts'
-import type { BlobSource } from '../proxy/blob-source.ts'
+import type { BlobHandle, BlobRequest, BlobSource } from '../proxy/blob-source.ts'
 import { OriginBlobSource } from '../proxy/origin-blob-source.ts'
 import { resolveProxyOptions, type ProxyOptionsInput } from '../proxy/options.ts'
 import { ProxyServer } from '../proxy/server.ts'
@@ -92,23 +92,31 @@ async function runProxy (invocation: Invocation): Promise<number> {
     const stops: Array<() => Promise<void>> = [async () => { await upstream.close() }]
 
     try {
-      // 2. Start the blob source: the swarm node of this host, or downloads straight from the registry.
-      let blobSource: BlobSource
-      if (originOnly) {
-        const origin = new OriginBlobSource({ directory: join(config.dataDir, 'proxy-blobs'), upstream, logger })
-        await origin.start()
-        stops.unshift(async () => { await origin.stop() })
-        blobSource = origin
-      } else {
-        const daemon = await startDaemon(config, logger)
-        stops.unshift(async () => { await daemon.stop() })
-        blobSource = daemon.blobSource
-      }
-
-      // 3. Serve until a signal.
-      const server = new ProxyServer({ logger, blobSource, upstream }, proxyOptions)
+      // 2. Bind the port first, so that a port in use stops the proxy before its node starts.
+      const pending = new PendingBlobSource()
+      const server = new ProxyServer({ logger, blobSource: pending, upstream }, proxyOptions)
       await server.start()
       stops.unshift(async () => { await server.stop() })
+
+      // 3. Start the blob source: the swarm node of this host, or downloads straight from the registry.
+      // Its stop goes after the server's, so that no request is still served when it stops.
+      try {
+        if (originOnly) {
+          const origin = new OriginBlobSource({ directory: join(config.dataDir, 'proxy-blobs'), upstream, logger })
+          await origin.start()
+          stops.splice(1, 0, async () => { await origin.stop() })
+          pending.resolve(origin)
+        } else {
+          const daemon = await startDaemon(config, logger)
+          stops.splice(1, 0, async () => { await daemon.stop() })
+          pending.resolve(daemon.blobSource)
+        }
+      } catch (err) {
+        pending.fail(err as Error)
+        throw err
+      }
+
+      // 4. Serve until a signal.
       io.stdout.write(`${server.url}\n`)
 
       const signal = await stopRequested.promise
@@ -195,4 +203,29 @@ async function readSettings (path: string): Promise<ProxyOptionsInput> {
     if (typeof entry?.ca === 'string') entry.ca = resolve(base, entry.ca)
   }
   return settings
+}
+
+/**
+ * A blob source that waits for the one the proxy starts after binding its port. A blob request
+ * that arrives meanwhile waits, and fails if that start fails.
+ */
+class PendingBlobSource implements BlobSource {
+  private readonly source = Promise.withResolvers<BlobSource>()
+
+  constructor () {
+    // The start raises its own failure, and requests that wait get it through open.
+    this.source.promise.catch(() => {})
+  }
+
+  resolve (source: BlobSource): void {
+    this.source.resolve(source)
+  }
+
+  fail (err: Error): void {
+    this.source.reject(err)
+  }
+
+  async open (request: BlobRequest): Promise<BlobHandle> {
+    return await (await this.source.promise).open(request)
+  }
 }
