@@ -42,8 +42,8 @@ describe('fetch through the host daemon', () => {
     await daemon.line(line => line.startsWith('http://'), 30_000)
     assert.ok(existsSync(join(hostDir, 'dfnode.sock')))
 
-    const fetchOnce = async (output: string, flags: string[] = ['--verbose']): Promise<{ summary: FetchSummary, child: DfnodeProcess }> => {
-      const child = new DfnodeProcess(['fetch', `${base}/via-daemon.bin`, '-o', join(dir, output), '--data-dir', hostDir, '--json', ...flags])
+    const fetchOnce = async (output: string, flags: string[] = ['--verbose'], env: NodeJS.ProcessEnv = {}): Promise<{ summary: FetchSummary, child: DfnodeProcess }> => {
+      const child = new DfnodeProcess(['fetch', `${base}/via-daemon.bin`, '-o', join(dir, output), '--data-dir', hostDir, '--json', ...flags], env)
       processes.push(child)
       const summary = await child.json<FetchSummary>()
       assert.equal(await child.exited, 0)
@@ -67,9 +67,9 @@ describe('fetch through the host daemon', () => {
     assert.equal(log.split('"control fetch served"').length - 1, 2)
 
     // Flags that only an embedded node would use get a warning instead of being dropped without a word.
-    const third = await fetchOnce('third.out', ['--no-back-source', '--supernode', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ', '--seed-time', '5s'])
+    const third = await fetchOnce('third.out', ['--no-back-source', '--supernode', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ', '--seed-time', '5s'], { DFNODE_UPLOAD_RATE: '1MiB' })
     assert.equal(third.summary.fromLocal, body.byteLength)
-    assert.match(third.child.stderr, /a local daemon uses this data dir and fetches with its own settings: --supernode, --no-back-source, --seed-time not applied/)
+    assert.match(third.child.stderr, /a local daemon uses this data dir and fetches with its own settings: --supernode, --no-back-source, --seed-time, DFNODE_UPLOAD_RATE not applied/)
     assert.doesNotMatch(second.child.stderr, /not applied/)
   })
 

@@ -5,6 +5,7 @@ import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
 import { ExitCode, TimeoutError } from '../errors.ts'
 import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
+import type { Environment } from '../config/load.ts'
 import { booleanOption, listOption, stringOption, type Command, type Invocation, type ParsedOptions } from './command.ts'
 import { checkDigest, parseHeaders, resolveOutput } from './fetch-input.ts'
 import { formatSummary, ProgressBar } from './progress.ts'
@@ -105,7 +106,7 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
         onProgress: update => progress?.update(update),
         onComplete: report,
         onDaemon: () => { viaDaemon = true },
-        daemonIgnores: daemonOnlyFlags(options)
+        daemonIgnores: daemonOnlySettings(options, io.env)
       })
       report(result)
       return ExitCode.ok
@@ -122,13 +123,19 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
   }, { stderrLevel: 'warn' })
 }
 
-/** Returns the flags given to this fetch that a local daemon, which fetches with its own settings, does not take. */
-function daemonOnlyFlags (options: ParsedOptions): string[] {
-  const flags: string[] = []
-  if (listOption(options, 'supernode') != null) flags.push('--supernode')
-  if (booleanOption(options, 'back-source') === false) flags.push('--no-back-source')
+/** Variables of settings that a local daemon, which fetches with its own settings, does not take from a fetch. */
+const DAEMON_ONLY_VARIABLES = ['DFNODE_SUPERNODES', 'DFNODE_BACK_SOURCE', 'DFNODE_LISTEN', 'DFNODE_SEED_TIME', 'DFNODE_UPLOAD_RATE']
+
+/** Returns the flags and variables given to this fetch that a local daemon does not take. */
+function daemonOnlySettings (options: ParsedOptions, env: Environment): string[] {
+  const settings: string[] = []
+  if (listOption(options, 'supernode') != null) settings.push('--supernode')
+  if (booleanOption(options, 'back-source') === false) settings.push('--no-back-source')
   for (const name of ['listen', 'seed-time', 'upload-rate']) {
-    if (options[name] != null) flags.push(`--${name}`)
+    if (options[name] != null) settings.push(`--${name}`)
   }
-  return flags
+  for (const name of DAEMON_ONLY_VARIABLES) {
+    if (env[name] != null && env[name].trim() !== '') settings.push(name)
+  }
+  return settings
 }
