@@ -24,7 +24,7 @@ import { HELP, parseOptions, type SingleLinkOptions } from './single-link/option
 import { PhaseMeter, type PhaseUsage } from './single-link/proc-usage.ts'
 import { readProfile, renderSummary, summarizeProfile } from './single-link/profile-summary.ts'
 import { ThreadSampler, childPidOf, type ThreadGroup } from './single-link/thread-usage.ts'
-import { runTimed } from './single-link/timed-process.ts'
+import { runTimed, stopTimedRuns } from './single-link/timed-process.ts'
 
 /**
  * Pause between the cold and the warm transfer. Super-seeding replies 'busy' to a second peer for
@@ -33,6 +33,26 @@ import { runTimed } from './single-link/timed-process.ts'
  * started at once could wait out that grace period instead of measuring the link.
  */
 const WARM_DELAY_MS = 5_500
+
+/** The origin and supernode under way, stopped on SIGINT or SIGTERM so that none outlives the benchmark. */
+const running = new Set<{ stop: () => Promise<unknown> }>()
+
+/** Work directory of the run under way, emptied but for its logs on SIGINT or SIGTERM. */
+let currentWorkDir: string | undefined
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`single-link benchmark: ${signal}, stopping ${running.size} processes and the transfers under way\n`)
+    stopTimedRuns()
+    void Promise.allSettled([...running].map(async component => await component.stop()))
+      .then(async () => {
+        if (currentWorkDir == null) return
+        await removeAllButLogs(currentWorkDir)
+        process.stderr.write(`logs of the interrupted run kept in ${currentWorkDir}\n`)
+      })
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  })
+}
 
 /** JSON line printed by `dfnode fetch --json`. */
 interface FetchJson {
@@ -68,6 +88,7 @@ async function main (): Promise<void> {
 
   // 1. A work directory with the random file, and the origin serving it.
   const workDir = await mkdtemp(join(options.dir, 'dfnode-single-link-'))
+  currentWorkDir = workDir
   const machine = await readMachineFacts(workDir)
   const results: CaseResult[] = []
   let bench: Bench | undefined
@@ -86,6 +107,7 @@ async function main (): Promise<void> {
     if (options.profileDir != null) profileReport = await runProfiled(bench, options.profileDir)
     failed = false
   } finally {
+    if (bench != null) running.delete(bench.origin)
     await bench?.origin.stop()
     if (failed && !options.keep) {
       await removeAllButLogs(workDir)
@@ -115,6 +137,7 @@ async function prepare (options: SingleLinkOptions, workDir: string): Promise<Be
   const digest = await writeRandomFile(file, options.fileBytes)
 
   const origin = await OriginProcess.start(file, await freePort())
+  running.add(origin)
 
   // Generous: 60 s plus 2 MB/s, far below any rate worth measuring.
   const timeoutMs = 60_000 + Math.ceil(options.fileBytes / 2e3)
@@ -192,11 +215,13 @@ async function startSupernode (dataDir: string, env: NodeJS.ProcessEnv): Promise
   }
   const pid = process.child.pid
   if (pid == null) throw new TestbedError('the supernode process has no pid')
+  running.add(process)
   return { process, address, pid }
 }
 
 /** Stops a supernode, keeps its log beside its data dir and removes the data dir. */
 async function stopSupernode (supernode: Supernode, dataDir: string): Promise<void> {
+  running.delete(supernode.process)
   await supernode.process.stop()
   await writeFile(`${dataDir}.log`, supernode.process.stderr)
   await rm(dataDir, { recursive: true, force: true })

@@ -51,6 +51,23 @@ export interface TimedRunInit {
 
 const STDERR_TAIL_CHARS = 4000
 
+/** Process groups of the runs under way, each GNU time and the command it forked. */
+const runningGroups = new Set<number>()
+
+/** Sends SIGTERM to every run under way, GNU time and its command alike. */
+export function stopTimedRuns (): void {
+  for (const group of runningGroups) killGroup(group, 'SIGTERM')
+}
+
+/** Sends `signal` to process group `group`; does nothing when the group has ended. */
+function killGroup (group: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-group, signal)
+  } catch {
+    // The group has ended already.
+  }
+}
+
 /** Runs a command under GNU time to completion; raises TestbedError when it fails or times out. */
 export async function runTimed (init: TimedRunInit): Promise<TimedRun> {
   const lines: TimedRun['lines'] = []
@@ -59,11 +76,17 @@ export async function runTimed (init: TimedRunInit): Promise<TimedRun> {
   const startedAtMs = performance.now()
 
   // GNU time forks the command and writes "user system maxrss" once it has exited.
+  // A process group of its own, so that a kill reaches the command as well as GNU time.
   const child = spawn(TIME_BINARY, ['-o', init.usageFile, '-f', '%U %S %M', init.command, ...init.args], {
     env: { ...process.env, ...init.env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true
   })
-  if (child.pid != null) init.onSpawn?.(child.pid)
+  const group = child.pid
+  if (group != null) {
+    runningGroups.add(group)
+    init.onSpawn?.(group)
+  }
   createInterface({ input: child.stdout }).on('line', line => {
     const atMs = performance.now()
     lines.push({ line, atMs })
@@ -73,11 +96,14 @@ export async function runTimed (init: TimedRunInit): Promise<TimedRun> {
   const stderrLog = init.stderrFile != null ? createWriteStream(init.stderrFile) : undefined
   if (stderrLog != null) child.stderr.pipe(stderrLog)
 
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, init.timeoutMs)
+  const timer = setTimeout(() => { if (group != null) killGroup(group, 'SIGKILL') }, init.timeoutMs)
   const exitCode = await new Promise<number | null>((resolve, reject) => {
     child.on('error', err => { reject(new TestbedError(`cannot start ${TIME_BINARY} ${init.command}: ${err.message}; install GNU time (apt-get install -y time)`, { cause: err })) })
     child.on('close', code => { resolve(code) })
-  }).finally(() => { clearTimeout(timer) })
+  }).finally(() => {
+    clearTimeout(timer)
+    if (group != null) runningGroups.delete(group)
+  })
   const exitedAtMs = performance.now()
   if (stderrLog != null) await new Promise(resolve => stderrLog.end(resolve))
 
