@@ -1,9 +1,8 @@
 /**
  * Creating a directory and its missing parents. In Node 24.21, `mkdir('/proc/x', { recursive: true })`
  * did not return within 5 s, although a plain mkdir of that path fails at once with ENOENT.
- * These functions create each missing level once and raise the first error.
+ * makeDirectory creates each missing level once and raises the first error.
  */
-import { mkdirSync, statSync } from 'node:fs'
 import { mkdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 
@@ -18,39 +17,12 @@ export async function makeDirectory (path: string): Promise<void> {
   }
 }
 
-/** Creates `path` and its missing parents synchronously, for the logger at start-up. */
-export function makeDirectorySync (path: string): void {
-  for (const dir of missingLevelsSync(path)) {
-    try {
-      mkdirSync(dir)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(dir).isDirectory()) throw err
-    }
-  }
-}
-
 /** Returns the levels of `path` that do not exist yet, the outermost first. */
 async function missingLevels (path: string): Promise<string[]> {
   const missing: string[] = []
   for (let dir = resolve(path); ; dir = dirname(dir)) {
     try {
       if (!(await stat(dir)).isDirectory()) throw notDirectory(dir)
-      break
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-      missing.unshift(dir)
-      if (dirname(dir) === dir) break
-    }
-  }
-  return missing
-}
-
-/** Returns the levels of `path` that do not exist yet, the outermost first, synchronously. */
-function missingLevelsSync (path: string): string[] {
-  const missing: string[] = []
-  for (let dir = resolve(path); ; dir = dirname(dir)) {
-    try {
-      if (!statSync(dir).isDirectory()) throw notDirectory(dir)
       break
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err

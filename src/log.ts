@@ -4,7 +4,6 @@
  */
 import { join } from 'node:path'
 import { pino, type Logger } from 'pino'
-import { makeDirectorySync } from './directories.ts'
 import { ConfigError } from './errors.ts'
 
 export type { Logger }
@@ -12,7 +11,7 @@ export type { Logger }
 export interface LoggerOptions {
   /** Debug lines too when true; info and above otherwise. */
   verbose?: boolean
-  /** Data dir whose logs/dfnode.log receives a copy of every line; none when undefined. */
+  /** Data dir whose logs/dfnode.log receives a copy of every line; none when undefined. Its logs folder must exist. */
   dataDir?: string
   /** Process role, added to every line. */
   role?: string
@@ -28,8 +27,8 @@ const REDACTED_PATHS = ['headers.authorization', 'headers.Authorization', 'heade
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
 
-/** Returns DFNODE_LOG_LEVEL, undefined when unset or empty; raises ConfigError when it names no pino level. */
-function levelFromEnv (): pino.Level | undefined {
+/** Returns DFNODE_LOG_LEVEL, or undefined when unset or empty. Raises ConfigError when it names no pino level. */
+export function logLevelFromEnv (): pino.Level | undefined {
   const fromEnv = process.env.DFNODE_LOG_LEVEL?.trim()
   if (fromEnv == null || fromEnv === '') return undefined
   if (!LEVELS.has(fromEnv)) throw new ConfigError(`invalid DFNODE_LOG_LEVEL "${fromEnv}": expected one of ${[...LEVELS].join(', ')}`)
@@ -44,7 +43,7 @@ const fileLoggers = new WeakMap<Logger, Logger>()
  * info. With `stderrLevel` in effect, stderr gets each line as plain text instead of JSON.
  */
 export function createLogger (options: LoggerOptions = {}): Logger {
-  const fromEnv = levelFromEnv()
+  const fromEnv = logLevelFromEnv()
   const level = fromEnv ?? (options.verbose === true ? 'debug' : 'info')
   const levelChosen = fromEnv != null || options.verbose === true
   const plain = !levelChosen && options.stderrLevel != null
@@ -53,9 +52,7 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   const streams: pino.StreamEntry[] = [{ level: stderrLevel, stream: plain ? plainTextStream(stderr) : stderr }]
   let file: pino.DestinationStream | undefined
   if (options.dataDir != null) {
-    const dir = join(options.dataDir, 'logs')
-    makeDirectorySync(dir)
-    file = pino.destination({ dest: join(dir, 'dfnode.log'), sync: true })
+    file = pino.destination({ dest: logFileOf(options.dataDir), sync: true })
     streams.push({ level, stream: file })
   }
   const settings: pino.LoggerOptions = {
@@ -66,6 +63,11 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   const logger = pino(settings, pino.multistream(streams))
   if (file != null) fileLoggers.set(logger, pino(settings, file))
   return logger
+}
+
+/** Returns the path of the log file in data dir `dataDir`. */
+export function logFileOf (dataDir: string): string {
+  return join(dataDir, 'logs', 'dfnode.log')
 }
 
 /** Returns the logger that writes only to the log file of `logger`, if it has one. */

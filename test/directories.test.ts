@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { makeDirectory, makeDirectorySync } from '../src/directories.ts'
+import { makeDirectory } from '../src/directories.ts'
 
 /** Time limit of each test. Node's recursive mkdir under /proc did not settle at all. */
 const CALL_LIMIT_MS = 10_000
@@ -24,9 +24,6 @@ describe('makeDirectory', () => {
     await makeDirectory(nested)
     assert.ok((await stat(nested)).isDirectory())
     await makeDirectory(nested)
-    makeDirectorySync(join(dir, 'x', 'y'))
-    assert.ok((await stat(join(dir, 'x', 'y'))).isDirectory())
-    makeDirectorySync(join(dir, 'x', 'y'))
   })
 
   it('rejects a file in the path', { timeout: CALL_LIMIT_MS }, async () => {
@@ -34,11 +31,10 @@ describe('makeDirectory', () => {
     await writeFile(file, 'not a directory')
     await assert.rejects(makeDirectory(file), { code: 'ENOTDIR' })
     await assert.rejects(makeDirectory(join(file, 'below')), { code: 'ENOTDIR' })
-    assert.throws(() => { makeDirectorySync(join(file, 'below')) }, { code: 'ENOTDIR' })
   })
 
   it('rejects /proc without hanging', { timeout: CALL_LIMIT_MS, skip: !existsSync('/proc/self') && 'no /proc on this system' }, async () => {
     await assert.rejects(makeDirectory('/proc/dfnode-test/logs'), { code: 'ENOENT' })
-    assert.throws(() => { makeDirectorySync('/proc/dfnode-test') }, { code: 'ENOENT' })
+    await assert.rejects(makeDirectory('/proc/dfnode-test'), { code: 'ENOENT' })
   })
 })

@@ -71,7 +71,7 @@ describe('supernode dial', () => {
   })
 
   it('names a port that is not libp2p', async () => {
-    // An HTTP server stands where the supernode should be, as when a wrong port is configured.
+    // An HTTP server listens where the supernode should be, as when a wrong port is configured.
     const http = createServer((_, res) => { res.end('not libp2p\n') })
     await new Promise<void>(resolve => http.listen(0, '127.0.0.1', resolve))
     try {

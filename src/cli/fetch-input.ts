@@ -33,7 +33,7 @@ export function parseHeaders (values: readonly string[]): Record<string, string>
       throw new UsageError(`invalid header ${describeHeader(text)}: expected "Name: value" with a name of letters, digits and !#$%&'*+-.^_\`|~`)
     }
     if (isReservedHeader(name)) {
-      throw new UsageError(`header ${name} cannot be given with -H: dfnode sets it itself or leaves it out, because it changes how the origin answers`)
+      throw new UsageError(`header ${name} cannot be given with -H: dfnode sets it itself or leaves it out, because it changes the origin's response`)
     }
     const value = text.slice(colon + 1).trim()
     if (/[\r\n\0]/.test(value)) {

@@ -3,11 +3,13 @@
  * and the logger's lifetime.
  */
 import { once, type EventEmitter } from 'node:events'
+import { dirname } from 'node:path'
 import { pino } from 'pino'
 import { loadConfig, type ConfigFlags } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
+import { makeDirectory } from '../directories.ts'
 import { ConfigError } from '../errors.ts'
-import { createLogger, fileLoggerOf, type Logger, type LoggerOptions } from '../log.ts'
+import { createLogger, fileLoggerOf, logFileOf, logLevelFromEnv, type Logger, type LoggerOptions } from '../log.ts'
 import { booleanOption, stringOption, type Invocation, type OptionSpec } from './command.ts'
 
 /** Options every command takes. */
@@ -37,12 +39,15 @@ export async function loadCommandConfig (invocation: Invocation, role: string, f
 
 /**
  * Creates the logger of a command, runs `work` with it, and writes out the log file before
- * returning, so that the process can exit right after. A failure is logged at debug level
+ * returning, so that the process can exit right after. A failure is logged to the log file
  * (with its stack) and rethrown for main to print.
  */
 export async function runWithLogger<T> (config: Config, role: string, work: (logger: Logger) => Promise<T>, options: Pick<LoggerOptions, 'stderrLevel'> = {}): Promise<T> {
+  // An invalid DFNODE_LOG_LEVEL stops the command before anything is created.
+  logLevelFromEnv()
   let logger: Logger
   try {
+    await makeDirectory(dirname(logFileOf(config.dataDir)))
     logger = createLogger({ verbose: config.verbose, dataDir: config.dataDir, role, ...options })
   } catch (err) {
     if (err instanceof ConfigError) throw err

@@ -135,7 +135,7 @@ export function toMultiaddr (value: string): ReturnType<typeof multiaddr> {
   return multiaddr(value)
 }
 
-/** Returns the reason a dial failed, with what to check; libp2p's own text for other failures. */
+/** Returns the reason a dial failed with what to check, or libp2p's own text for other failures. */
 export function dialFailureReason (err: Error): string {
   if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' || /ECONNREFUSED/.test(err.message)) return 'connection refused: nothing listens at that address'
   // Another protocol on the port breaks the handshake in one of these ways, depending on what it sends back.

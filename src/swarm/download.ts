@@ -458,8 +458,8 @@ export class Download {
       const url = stripQuery(this.init.url)
       let reason = 'check that a supernode runs at the configured address, or drop --no-back-source'
       if (this.refused.length > 0) {
-        const refusing = this.refused.length === 1 ? `supernode ${this.refused[0]!} may not fetch from this origin: start it` : `supernodes ${this.refused.join(', ')} may not fetch from this origin: start them`
-        reason = `${refusing} with --allow-origin ${new URL(this.init.url).host}, or drop --no-back-source`
+        const notAllowed = this.refused.length === 1 ? `supernode ${this.refused[0]!} may not fetch from this origin: start it` : `supernodes ${this.refused.join(', ')} may not fetch from this origin: start them`
+        reason = `${notAllowed} with --allow-origin ${new URL(this.init.url).host}, or drop --no-back-source`
       } else if (this.unreachable.length > 0) {
         reason = `no supernode answered (${this.unreachable.join('; ')}): check that a dfnode supernode runs at that address, or drop --no-back-source`
       } else if (this.init.supernodes.length === 0) {
