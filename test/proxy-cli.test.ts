@@ -67,6 +67,26 @@ describe('proxy commands', () => {
     assert.match(missing.err(), /missing --registry/)
   })
 
+  it('containerd-config keeps a hosts.toml with other settings unless --force', async () => {
+    const args = ['node', 'dfnode', 'containerd-config', '--registry', 'mirror.example.com', '--dir', 'kept.d']
+    const path = join(work, 'kept.d', 'mirror.example.com', 'hosts.toml')
+    assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7001'], captureIo(work), COMMANDS), 0)
+    const first = await readFile(path, 'utf8')
+    // The same settings again: nothing to replace.
+    assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7001'], captureIo(work), COMMANDS), 0)
+
+    const other = captureIo(work)
+    assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7002'], other, COMMANDS), 2)
+    assert.equal(other.err().trim(), `dfnode: ${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak)`)
+    assert.equal(await readFile(path, 'utf8'), first)
+
+    const forced = captureIo(work)
+    assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7002', '--force'], forced, COMMANDS), 0, forced.err())
+    assert.equal(forced.out(), `${path}\n`)
+    assert.match(await readFile(path, 'utf8'), /\[host\."http:\/\/127\.0\.0\.1:7002"\]/)
+    assert.equal(await readFile(`${path}.bak`, 'utf8'), first)
+  })
+
   it('uncreatable directory is a usage error', { timeout: 30_000 }, async () => {
     // Node's recursive mkdir did not return for /proc/x, so both commands hung there before.
     const file = join(work, 'plain-file')

@@ -2,12 +2,13 @@
  * `dfnode containerd-config`: writes `<dir>/<registry>/hosts.toml` so that
  * containerd pulls the registry through the proxy.
  */
-import { rename, writeFile } from 'node:fs/promises'
+import { copyFile, readFile, rename, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { makeDirectory } from '../directories.ts'
+import { isNotFound } from '../store/atomic-file.ts'
 import { ExitCode, UsageError } from '../errors.ts'
 import { checkRegistryName, renderContainerdHosts } from '../proxy/containerd-hosts.ts'
-import { stringOption, type Command } from './command.ts'
+import { booleanOption, stringOption, type Command } from './command.ts'
 
 export interface ContainerdConfigInput {
   registry: string
@@ -15,9 +16,14 @@ export interface ContainerdConfigInput {
   dir?: string
   proxy?: string
   server?: string
+  /** Replace a hosts.toml with other settings, keeping it as hosts.toml.bak. */
+  force?: boolean
 }
 
-/** Writes hosts.toml atomically and returns its path. */
+/**
+ * Writes hosts.toml atomically and returns its path. A hosts.toml with other settings is kept
+ * unless `force` is set; then its content is copied to hosts.toml.bak first.
+ */
 export async function writeContainerdConfig (input: ContainerdConfigInput): Promise<string> {
   const registry = checkRegistryName(input.registry)
   const content = renderContainerdHosts({
@@ -33,10 +39,26 @@ export async function writeContainerdConfig (input: ContainerdConfigInput): Prom
     throw new UsageError(`cannot create directory ${dir}: ${(err as Error).message}; pass a writable --dir`, { cause: err })
   }
   const path = join(dir, 'hosts.toml')
+  const existing = await readExisting(path)
+  if (existing === content) return path
+  if (existing != null) {
+    if (input.force !== true) throw new UsageError(`${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak)`)
+    await copyFile(path, `${path}.bak`)
+  }
   const temp = `${path}.${process.pid}.tmp`
   await writeFile(temp, content, { mode: 0o644 })
   await rename(temp, path)
   return path
+}
+
+/** Returns the text of the file at `path`, or undefined when there is none. */
+async function readExisting (path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if (isNotFound(err)) return undefined
+    throw new UsageError(`cannot read ${path}: ${(err as Error).message}; make it a readable file or pass another --dir`, { cause: err })
+  }
 }
 
 export const containerdConfigCommand: Command = {
@@ -49,7 +71,8 @@ export const containerdConfigCommand: Command = {
     { name: 'registry', type: 'string', description: 'Registry host as image references name it, such as docker.io or registry.example.com:5000 (required)' },
     { name: 'dir', type: 'string', description: 'containerd hosts directory (default: /etc/containerd/certs.d)' },
     { name: 'proxy', type: 'string', description: 'URL of the dfnode proxy (default: http://127.0.0.1:65001)' },
-    { name: 'server', type: 'string', description: 'Registry URL to fall back to (default: https://<registry>, https://registry-1.docker.io for docker.io)' }
+    { name: 'server', type: 'string', description: 'Registry URL to fall back to (default: https://<registry>, https://registry-1.docker.io for docker.io)' },
+    { name: 'force', type: 'boolean', description: 'Replace a hosts.toml with other settings, keeping the old one as hosts.toml.bak (default: off)' }
   ],
   examples: [
     'containerd-config --registry docker.io',
@@ -65,7 +88,8 @@ export const containerdConfigCommand: Command = {
       registry,
       ...(dir != null ? { dir: resolve(io.cwd, dir) } : {}),
       ...(proxy != null ? { proxy } : {}),
-      ...(server != null ? { server } : {})
+      ...(server != null ? { server } : {}),
+      force: booleanOption(options, 'force') === true
     })
     io.stdout.write(`${path}\n`)
     return ExitCode.ok
