@@ -52,6 +52,14 @@ describe('proxy commands', () => {
     assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca', '--force'], captureIo(work), COMMANDS), 0)
   })
 
+  it('gen-ca names the accepted --days in one message', async () => {
+    for (const days of ['0', '-3', '1.5', 'abc', '36501']) {
+      const io = captureIo(work)
+      assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca-days', '--days', days], io, COMMANDS), 2, days)
+      assert.equal(io.err().trim(), `dfnode: invalid --days "${days}": expected a whole number of days from 1 to 36500`)
+    }
+  })
+
   it('containerd-config writes hosts.toml for a registry', async () => {
     const io = captureIo(work)
     const code = await main(['node', 'dfnode', 'containerd-config', '--registry', 'registry.example.com:5000', '--dir', 'certs.d', '--proxy', 'http://127.0.0.1:7001'], io, COMMANDS)

@@ -21,9 +21,12 @@ export interface GenCaInput {
 }
 
 /** Writes `<out>/ca.crt` and `<out>/ca.key` (mode 0600) and returns their paths. */
+/** What --days accepts, for its error messages. */
+const DAYS_ACCEPTED = 'expected a whole number of days from 1 to 36500'
+
 export async function generateCa (input: GenCaInput): Promise<{ cert: string, key: string }> {
   const days = input.days ?? 3650
-  if (!Number.isInteger(days) || days < 1 || days > 36500) throw new UsageError(`invalid --days ${String(input.days)}: expected an integer from 1 to 36500`)
+  if (!Number.isInteger(days) || days < 1 || days > 36500) throw new UsageError(`invalid --days "${String(input.days)}": ${DAYS_ACCEPTED}`)
   const cert = join(input.out, 'ca.crt')
   const key = join(input.out, 'ca.key')
   if (input.force !== true) {
@@ -62,7 +65,7 @@ export const genCaCommand: Command = {
     if (out == null) throw new UsageError('missing --out DIR: name the directory for ca.crt and ca.key')
     const name = stringOption(options, 'name')
     const days = stringOption(options, 'days')
-    if (days != null && !/^[0-9]+$/.test(days)) throw new UsageError(`invalid --days "${days}": expected a whole number of days`)
+    if (days != null && !/^[0-9]+$/.test(days)) throw new UsageError(`invalid --days "${days}": ${DAYS_ACCEPTED}`)
     const paths = await generateCa({
       out: resolve(io.cwd, out),
       ...(name != null ? { name } : {}),
