@@ -2,11 +2,11 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import packageJson from '../package.json' with { type: 'json' }
@@ -18,6 +18,7 @@ import { COMMANDS, main } from '../src/cli/main.ts'
 import { formatProgressLine, formatSummary, ProgressBar, REDRAW_INTERVAL_MS } from '../src/cli/progress.ts'
 import { UsageError } from '../src/errors.ts'
 import type { FetchProgress, FetchResult } from '../src/swarm/fetch-file.ts'
+import { planOutput } from '../src/swarm/fetch-output.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const DFNODE = join(ROOT, 'bin', 'dfnode')
@@ -427,6 +428,57 @@ describe('cli fetch', () => {
     assert.match(fromEnv.stderr, /"msg":"download complete"/)
   })
 
+  it('-o through a symbolic link keeps the link', async () => {
+    const sandbox = await makeSandbox()
+    const real = join(sandbox.dir, 'real.bin')
+    const link = join(sandbox.dir, 'link.bin')
+    await writeFile(real, 'old content')
+    await symlink(real, link)
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', link, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 0, result.stderr)
+    assert.ok((await lstat(link)).isSymbolicLink(), 'the link is still a link')
+    assert.deepEqual(await readFile(real), body)
+  })
+
+  it('-o a named pipe writes into it', async () => {
+    const sandbox = await makeSandbox()
+    const pipe = join(sandbox.dir, 'out.pipe')
+    const created = spawnSync('mkfifo', [pipe])
+    assert.equal(created.status, 0, `mkfifo: ${String(created.stderr)}`)
+    // cat reads the pipe as a user's reader would. It is killed if no writer ever opens the pipe.
+    const reader = spawn('cat', [pipe], { stdio: ['ignore', 'pipe', 'ignore'], signal: AbortSignal.timeout(RUN_LIMIT_MS) })
+    reader.on('error', () => { /* the close event reports a kill */ })
+    const chunks: Buffer[] = []
+    reader.stdout.on('data', (chunk: Buffer) => { chunks.push(chunk) })
+    const read = once(reader, 'close')
+
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', pipe, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 0, result.stderr)
+    assert.ok((await lstat(pipe)).isFIFO(), 'the pipe is still a pipe')
+    // A pipe replaced by a regular file would leave cat waiting for a writer, so it is stopped after 10 s.
+    const stopReader = setTimeout(() => { reader.kill() }, 10_000)
+    await read
+    clearTimeout(stopReader)
+    assert.deepEqual(Buffer.concat(chunks), body)
+    assert.deepEqual(await readdir(join(sandbox.dataDir, 'partial')), [], 'no temporary file is left')
+  })
+
+  it('--json reports a failure on stdout', async () => {
+    const sandbox = await makeSandbox()
+    const result = await runDfnode(['fetch', `${base}/files/absent.bin`, '--json', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 3, result.stderr)
+    const lines = result.stdout.split('\n').filter(line => line !== '')
+    assert.equal(lines.length, 1, result.stdout)
+    const failure = JSON.parse(lines[0] ?? '') as { error: { code: string, message: string }, exitCode: number }
+    assert.equal(failure.exitCode, 3)
+    assert.equal(typeof failure.error.code, 'string')
+    assert.equal(`dfnode: ${failure.error.message}`, messageLines(result.stderr)[0])
+
+    const usage = await runDfnode(['fetch', 'ftp://127.0.0.1/x', '--json', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(usage.code, 2, usage.stderr)
+    assert.equal((JSON.parse(usage.stdout) as { exitCode: number }).exitCode, 2)
+  })
+
   it('origin 404 exits 3', async () => {
     const sandbox = await makeSandbox()
     const result = await runDfnode(['fetch', `${base}/files/absent.bin`, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
@@ -474,6 +526,24 @@ describe('cli fetch', () => {
     assert.equal(result.code, 130, result.stderr)
     assert.deepEqual(messageLines(result.stderr), ['dfnode: interrupted by SIGINT'])
     await assert.rejects(stat(join(sandbox.dir, 'forever.bin')), { code: 'ENOENT' })
+  })
+})
+
+describe('fetch output plan', () => {
+  it('/dev/null gets a copy, its temporary file in the data dir', async () => {
+    // Only planned, never written: a rename onto /dev/null would replace the device.
+    const dataDir = join(await makeTempDir(), 'data')
+    const plan = await planOutput('/dev/null', dataDir)
+    assert.equal(plan.target, '/dev/null')
+    assert.equal(plan.copy, true)
+    assert.equal(dirname(plan.temp), join(dataDir, 'partial'))
+  })
+
+  it('rejects a link to a missing file', async () => {
+    const dir = await makeTempDir()
+    const link = join(dir, 'dangling.bin')
+    await symlink(join(dir, 'missing', 'file.bin'), link)
+    await assert.rejects(planOutput(link, join(dir, 'data')), new UsageError(`output path ${link} is a symbolic link to a missing file: create the file it points to, or name another file with -o`))
   })
 })
 

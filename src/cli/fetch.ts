@@ -3,7 +3,7 @@
  */
 import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
-import { ExitCode, TimeoutError } from '../errors.ts'
+import { DfnodeError, ExitCode, TimeoutError, exitCodeOf } from '../errors.ts'
 import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
 import type { Environment } from '../config/load.ts'
 import { booleanOption, listOption, stringOption, type Command, type Invocation, type ParsedOptions } from './command.ts'
@@ -22,7 +22,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
     arguments: '<url>',
     description: [
       'Download a file through the swarm: from peers and supernodes, from the origin only as a last resort.',
-      'Exit codes: 2 invalid input, 3 not found at the origin, 4 verification failed, 5 timed out, 6 origin error, 7 no source reachable.'
+      'Exit codes: 0 done, 1 other failure (a file or system error), 2 invalid input, 3 not found at the origin, 4 verification failed, 5 timed out, 6 other origin error, 7 no source reachable.'
     ],
     options: [
       { name: 'output', short: 'o', type: 'string', description: 'File to write (default: the last segment of the URL path, in the current directory)' },
@@ -32,7 +32,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       { name: 'supernode', type: 'string', description: 'Supernode multiaddr; repeatable, replaces the configured list (default: the config, else /etc/dragonfly.conf)' },
       { name: 'timeout', type: 'string', description: 'Time limit: seconds, or a duration such as 90s, 5m, 1h (default: 0, no limit)' },
       { name: 'no-back-source', type: 'boolean', description: 'Fail instead of downloading from the origin when no supernode or peer has the file (default: download from the origin)' },
-      { name: 'json', type: 'boolean', description: 'Print the result as one JSON object on stdout and nothing else there (default: off)' },
+      { name: 'json', type: 'boolean', description: 'Print the result as one JSON object on stdout and nothing else there; on failure {"error":{"code","message"},"exitCode"} (default: off)' },
       { name: 'listen', type: 'string', description: 'Multiaddr to listen on for other peers while fetching; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
       { name: 'seed-time', type: 'string', description: 'Time to keep serving pieces to other peers after the download: seconds or a duration (default: 0)' },
       { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' }
@@ -41,8 +41,22 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       'fetch https://example.com/images/base.tar -o base.tar',
       'fetch https://registry.example.com/v2/app/blobs/sha256:<hex> --digest sha256:<hex> -H "Authorization: Bearer $TOKEN"'
     ],
-    run: async invocation => await runFetch(invocation, fetch)
+    run: async invocation => {
+      try {
+        return await runFetch(invocation, fetch)
+      } catch (err) {
+        // A script that reads --json output gets an object on failure too; stderr keeps the message line.
+        if (booleanOption(invocation.options, 'json') === true) invocation.io.stdout.write(`${JSON.stringify(failureOf(err))}\n`)
+        throw err
+      }
+    }
   }
+}
+
+/** The --json object of a failed fetch: the error's code and message, and the exit code. */
+function failureOf (err: unknown): { error: { code: string, message: string }, exitCode: number } {
+  const code = err instanceof DfnodeError ? err.code : 'ERR_FAILURE'
+  return { error: { code, message: (err as Error).message }, exitCode: exitCodeOf(err) }
 }
 
 export const fetchCommand = createFetchCommand()

@@ -1,14 +1,12 @@
 /**
  * One-shot download of a URL through the swarm into a file.
  */
-import { createHash, randomBytes } from 'node:crypto'
-import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { createHash } from 'node:crypto'
+import { rm, type FileHandle } from 'node:fs/promises'
 import type { CID } from 'multiformats/cid'
 import type { Config } from '../config/schema.ts'
 import { cidToDigest } from '../content/ids.ts'
-import { UsageError, VerificationError } from '../errors.ts'
-import { isProcessRunning } from '../store/atomic-file.ts'
+import { VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
 import { Engine, engineInitFromConfig } from './engine.ts'
@@ -16,11 +14,15 @@ import type { Download, DownloadLayout, PieceSink } from './download.ts'
 import { pieceOffset } from '../content/pieces.ts'
 import { fetchThroughDaemon } from '../daemon/control-client.ts'
 import { controlSocketPath } from '../daemon/control-protocol.ts'
+import { deliver, openTemp, planOutput, removeStaleTemps, type OutputPlan } from './fetch-output.ts'
 
 export interface FetchOptions {
   /** URL to download (http or https). */
   url: string
-  /** Output file; written to a temporary file beside it and renamed after verification. */
+  /**
+   * Output file; written to a temporary file beside it and renamed after verification. A symbolic
+   * link is followed, and a character device or named pipe receives a copy of the verified file.
+   */
   output: string
   /** Expected digest `sha256:<hex>`; keys the content and is checked at the end. */
   digest?: string
@@ -76,23 +78,22 @@ const PROGRESS_MS = 250
 export async function fetchFile (config: Config, logger: Logger, options: FetchOptions): Promise<FetchResult> {
   const started = Date.now()
   const signal = options.signal ?? new AbortController().signal
-  await checkOutput(options.output)
-  await removeStaleTemps(resolve(options.output), logger)
+  const plan = await planOutput(options.output, config.dataDir)
+  await removeStaleTemps(plan, logger)
 
   // A daemon on this host (dfnode proxy) downloads for us, so its node and store serve the swarm.
-  const viaDaemon = await fetchViaDaemon(config, logger, options, signal, started)
+  const viaDaemon = await fetchViaDaemon(config, logger, options, plan, signal, started)
   if (viaDaemon != null) return viaDaemon
 
   // An embedded node for the duration, with a fresh identity so that two fetches on one host are two peers.
   const engine = await Engine.create(engineInitFromConfig(config, await ephemeralIdentity(), logger))
-  const output = resolve(options.output)
-  const temp = tempPathFor(output)
+  const { temp, target } = plan
   let progressTimer: NodeJS.Timeout | undefined
   let file: FileHandle | undefined
   try {
     // Verified pieces go to their offsets in a temporary file beside the output, and the store
     // serves them to other peers from that file: each byte is written to disk once.
-    const handle = file = await openTemp(temp, output)
+    const handle = file = await openTemp(plan)
     const written = new Set<number>()
     const sink: PieceSink = {
       path: temp,
@@ -122,8 +123,9 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     // The file takes its name only after the download verified the whole content (download.done).
     const content = download.content
     if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
-    await rename(temp, output)
-    await keepServingFrom(engine, download.key, temp, output, logger)
+    await deliver(plan)
+    // A device keeps no copy, so the temporary file serves the pieces until the end of seeding.
+    if (!plan.copy) await keepServingFrom(engine, download.key, temp, target, logger)
 
     const result: FetchResult = {
       key: download.key.toString(),
@@ -138,11 +140,11 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
     // Keep serving pieces to other peers for the seeding period.
     if (config.seedMs > 0 && !signal.aborted) await lingerFor(config.seedMs, signal)
+    if (plan.copy) await removeTemp(engine, temp)
     return result
   } catch (err) {
     await file?.close().catch(() => {})
-    engine.store.dropRanges(temp)
-    await rm(temp, { force: true })
+    await removeTemp(engine, temp)
     throw err
   } finally {
     clearInterval(progressTimer)
@@ -168,7 +170,13 @@ async function keepServingFrom (engine: Engine, key: CID, temp: string, output: 
   }
 }
 
-async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOptions, signal: AbortSignal, started: number): Promise<FetchResult | undefined> {
+/** Stops serving pieces from a temporary file and deletes it. */
+async function removeTemp (engine: Engine, temp: string): Promise<void> {
+  engine.store.dropRanges(temp)
+  await rm(temp, { force: true })
+}
+
+async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOptions, plan: OutputPlan, signal: AbortSignal, started: number): Promise<FetchResult | undefined> {
   const daemon = await fetchThroughDaemon(controlSocketPath(config.dataDir), {
     url: options.url,
     ...(options.digest != null ? { digest: options.digest } : {}),
@@ -179,13 +187,12 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
   logger.debug({ socket: controlSocketPath(config.dataDir) }, 'fetching through the local daemon')
   options.onDaemon?.()
   if (options.daemonIgnores != null && options.daemonIgnores.length > 0) {
-    logger.warn({ socket: controlSocketPath(config.dataDir), ignored: options.daemonIgnores }, `a local daemon uses this data dir and fetches with its own settings: ${options.daemonIgnores.join(', ')} not applied; pass another --data-dir to fetch on its own`)
+    logger.warn({ socket: controlSocketPath(config.dataDir) }, `a local daemon uses this data dir and fetches with its own settings: ${options.daemonIgnores.join(', ')} not applied; pass another --data-dir to fetch on its own`)
   }
 
-  const temp = tempPathFor(options.output)
   try {
     const hash = createHash('sha256')
-    const file = await openTemp(temp, options.output)
+    const file = await openTemp(plan)
     let received = 0
     try {
       for await (const chunk of daemon.body) {
@@ -203,46 +210,14 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
     if (received !== daemon.size || digest !== outcome.digest) {
       throw new VerificationError(`file written for ${options.url.split('?')[0]} has ${received} bytes and digest ${digest}, expected ${daemon.size} bytes and ${outcome.digest}`)
     }
-    await rename(temp, options.output)
+    await deliver(plan)
+    if (plan.copy) await rm(plan.temp, { force: true })
     const result: FetchResult = { ...outcome, digest, output: options.output, ms: Date.now() - started }
     options.onComplete?.(result)
     return result
   } catch (err) {
-    await rm(temp, { force: true })
+    await rm(plan.temp, { force: true })
     throw err
-  }
-}
-
-/** Creates the temporary file of `output`; raises UsageError when its folder takes no new file. */
-async function openTemp (temp: string, output: string): Promise<FileHandle> {
-  try {
-    return await open(temp, 'wx', 0o644)
-  } catch (err) {
-    const { code } = err as NodeJS.ErrnoException
-    if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR') {
-      throw new UsageError(`cannot create a file in output folder ${dirname(output)} (${code}): pass -o with a writable folder`, { cause: err })
-    }
-    throw err
-  }
-}
-
-function tempPathFor (output: string): string {
-  return join(dirname(output), `.${basename(output)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
-}
-
-/**
- * Removes temporary files of earlier fetches to the same output whose process is gone, e.g.
- * one killed with SIGKILL. A file whose process id runs again is left alone.
- */
-async function removeStaleTemps (output: string, logger: Logger): Promise<void> {
-  const prefix = `.${basename(output)}.dfnode-`
-  const names = await readdir(dirname(output)).catch(() => [] as string[])
-  for (const name of names) {
-    if (!name.startsWith(prefix) || !name.endsWith('.part')) continue
-    const pid = Number(name.slice(prefix.length).split('-')[0])
-    if (!Number.isSafeInteger(pid) || pid <= 0 || isProcessRunning(pid)) continue
-    await rm(join(dirname(output), name), { force: true })
-    logger.info({ file: join(dirname(output), name) }, 'removed the temporary file of an earlier fetch that did not finish')
   }
 }
 
@@ -296,22 +271,6 @@ async function raceAbort<T> (promise: Promise<T>, signal: AbortSignal): Promise<
     signal.addEventListener('abort', onAbort, { once: true })
     promise.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
   })
-}
-
-async function checkOutput (output: string): Promise<void> {
-  try {
-    const info = await stat(output)
-    if (info.isDirectory()) throw new UsageError(`output path ${output} is a directory: name a file with -o`)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  try {
-    const info = await stat(dirname(output))
-    if (!info.isDirectory()) throw new UsageError(`output folder ${dirname(output)} is not a directory`)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`output folder ${dirname(output)} does not exist: create it first`)
-    throw err
-  }
 }
 
 async function lingerFor (ms: number, signal: AbortSignal): Promise<void> {

@@ -1,0 +1,126 @@
+/**
+ * Output of `dfnode fetch`. The content goes to a temporary file that takes
+ * the output's name once it is verified. A character device or a named pipe,
+ * such as /dev/null, cannot take a name: its temporary file is in the data
+ * dir, and the verified bytes are copied into it. A symbolic link is
+ * followed, so the link stays.
+ */
+import { randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { lstat, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { makeDirectory } from '../directories.ts'
+import { UsageError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { isProcessRunning } from '../store/atomic-file.ts'
+
+/** Destination of a fetch's verified content, and the temporary file it is written to first. */
+export interface OutputPlan {
+  /** Path that receives the content: the output, or the file a symbolic link there points to. */
+  target: string
+  /** True when the target is a character device or a named pipe, which receive a copy instead of a rename. */
+  copy: boolean
+  /** Path of the temporary file. */
+  temp: string
+}
+
+/** Folder under the data dir for the temporary files of outputs that are devices or pipes. */
+const DEVICE_TEMP_DIR = 'partial'
+
+/**
+ * Checks the output path given with -o and returns where to write. Raises UsageError for a
+ * directory, a missing folder, a dangling symbolic link, and file types that take no content.
+ */
+export async function planOutput (output: string, dataDir: string): Promise<OutputPlan> {
+  const target = await followLink(resolve(output))
+  let info
+  try {
+    info = await stat(target)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (info?.isDirectory() === true) throw new UsageError(`output path ${output} is a directory: name a file with -o`)
+  if (info != null && (info.isCharacterDevice() || info.isFIFO())) {
+    const folder = join(dataDir, DEVICE_TEMP_DIR)
+    try {
+      await makeDirectory(folder)
+    } catch (err) {
+      throw new UsageError(`cannot create directory ${folder} for the download into ${output}: ${(err as Error).message}; pass a writable --data-dir`, { cause: err })
+    }
+    return { target, copy: true, temp: tempPathIn(folder, target) }
+  }
+  if (info != null && !info.isFile()) throw new UsageError(`output path ${output} is neither a regular file nor a character device or pipe: name a file with -o`)
+  await checkFolder(dirname(target))
+  return { target, copy: false, temp: tempPathIn(dirname(target), target) }
+}
+
+/** Returns the path a symbolic link points to, or `path` itself when it is not a link. */
+async function followLink (path: string): Promise<string> {
+  try {
+    if (!(await lstat(path)).isSymbolicLink()) return path
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return path
+    throw err
+  }
+  try {
+    return await realpath(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`output path ${path} is a symbolic link to a missing file: create the file it points to, or name another file with -o`, { cause: err })
+    throw err
+  }
+}
+
+async function checkFolder (folder: string): Promise<void> {
+  try {
+    const info = await stat(folder)
+    if (!info.isDirectory()) throw new UsageError(`output folder ${folder} is not a directory`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`output folder ${folder} does not exist: create it first`)
+    throw err
+  }
+}
+
+function tempPathIn (folder: string, target: string): string {
+  return join(folder, `.${basename(target)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
+}
+
+/** Creates the temporary file of a plan; raises UsageError when its folder takes no new file. */
+export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
+  try {
+    return await open(plan.temp, 'wx', 0o644)
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR') {
+      const what = plan.copy ? `data dir folder ${dirname(plan.temp)}` : `output folder ${dirname(plan.temp)}`
+      throw new UsageError(`cannot create a file in ${what} (${code}): ${plan.copy ? 'pass a writable --data-dir' : 'pass -o with a writable folder'}`, { cause: err })
+    }
+    throw err
+  }
+}
+
+/** Moves the verified temporary file to the target: a rename, or a copy into a device or pipe. */
+export async function deliver (plan: OutputPlan): Promise<void> {
+  if (!plan.copy) {
+    await rename(plan.temp, plan.target)
+    return
+  }
+  await pipeline(createReadStream(plan.temp), createWriteStream(plan.target, { flags: 'w' }))
+}
+
+/**
+ * Removes temporary files of earlier fetches to the same target whose process is gone, e.g.
+ * one killed with SIGKILL. A file whose process id runs again is left alone.
+ */
+export async function removeStaleTemps (plan: OutputPlan, logger: Logger): Promise<void> {
+  const folder = dirname(plan.temp)
+  const prefix = `.${basename(plan.target)}.dfnode-`
+  const names = await readdir(folder).catch(() => [] as string[])
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.part')) continue
+    const pid = Number(name.slice(prefix.length).split('-')[0])
+    if (!Number.isSafeInteger(pid) || pid <= 0 || isProcessRunning(pid)) continue
+    await rm(join(folder, name), { force: true })
+    logger.info({ file: join(folder, name) }, 'removed the temporary file of an earlier fetch that did not finish')
+  }
+}
