@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -52,6 +52,21 @@ describe('proxy commands', () => {
     assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca', '--force'], captureIo(work), COMMANDS), 0)
   })
 
+  it('gen-ca --force replaces both files or neither', async () => {
+    const dir = join(work, 'ca-force')
+    await mkdir(join(dir, 'ca.crt'), { recursive: true })
+    await writeFile(join(dir, 'ca.key'), 'old key', { mode: 0o644 })
+    const io = captureIo(work)
+    assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca-force', '--force'], io, COMMANDS), 2)
+    assert.equal(io.err().trim(), `dfnode: ${join(dir, 'ca.crt')} exists and is not a regular file: remove it or pass another --out`)
+    assert.equal(await readFile(join(dir, 'ca.key'), 'utf8'), 'old key')
+
+    await rm(join(dir, 'ca.crt'), { recursive: true })
+    assert.equal(await main(['node', 'dfnode', 'gen-ca', '--out', 'ca-force', '--force'], captureIo(work), COMMANDS), 0)
+    assert.equal((await stat(join(dir, 'ca.key'))).mode & 0o777, 0o600, 'the replaced key is private')
+    assert.ok(new X509Certificate(await readFile(join(dir, 'ca.crt'))).ca)
+  })
+
   it('gen-ca names the accepted --days in one message', async () => {
     for (const days of ['0', '-3', '1.5', 'abc', '36501']) {
       const io = captureIo(work)
@@ -91,8 +106,23 @@ describe('proxy commands', () => {
     const forced = captureIo(work)
     assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7002', '--force'], forced, COMMANDS), 0, forced.err())
     assert.equal(forced.out(), `${path}\n`)
-    assert.match(await readFile(path, 'utf8'), /\[host\."http:\/\/127\.0\.0\.1:7002"\]/)
+    assert.equal(forced.err(), `dfnode: kept the replaced ${path} as ${path}.bak\n`)
+    const second = await readFile(path, 'utf8')
+    assert.match(second, /\[host\."http:\/\/127\.0\.0\.1:7002"\]/)
     assert.equal(await readFile(`${path}.bak`, 'utf8'), first)
+
+    // A second replacement keeps the first backup, which may be a file written by hand.
+    assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7003', '--force'], captureIo(work), COMMANDS), 0)
+    assert.equal(await readFile(`${path}.bak`, 'utf8'), first)
+    assert.equal(await readFile(`${path}.bak.1`, 'utf8'), second)
+  })
+
+  it('containerd-config rejects a registry port out of range', async () => {
+    for (const registry of ['reg.local:0', 'reg.local:65536', 'reg.local:99999']) {
+      const io = captureIo(work)
+      assert.equal(await main(['node', 'dfnode', 'containerd-config', '--registry', registry, '--dir', 'ports.d'], io, COMMANDS), 2, registry)
+      assert.equal(io.err().trim(), `dfnode: invalid port ${registry.split(':')[1] ?? ''} in --registry "${registry}": use a port from 1 to 65535`)
+    }
   })
 
   it('uncreatable directory is a usage error', { timeout: 30_000 }, async () => {

@@ -53,7 +53,7 @@ describe('containerd through the proxy mirror', () => {
     const reference = `${registry.host}/library/big:v1`
     const results = await Promise.all(containerds.map(async (containerd, i) => {
       const hostsDir = join(work, `hosts-${i}`)
-      const written = await writeContainerdConfig({ registry: registry.host, dir: hostsDir, proxy: proxies[i]!.url, server: registry.url })
+      const { path: written } = await writeContainerdConfig({ registry: registry.host, dir: hostsDir, proxy: proxies[i]!.url, server: registry.url })
       assert.match(await readFile(written, 'utf8'), new RegExp(`\\[host\\."${proxies[i]!.url}"\\]`))
       return await containerd.ctr(['content', 'fetch', '--hosts-dir', hostsDir, reference])
     }))

@@ -2,7 +2,7 @@
  * `dfnode gen-ca`: creates the CA that signs certificates of intercepted
  * HTTPS hosts (`dfnode proxy --hijack-https`).
  */
-import { access, writeFile } from 'node:fs/promises'
+import { access, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { makeDirectory } from '../directories.ts'
 import { ExitCode, UsageError } from '../errors.ts'
@@ -21,7 +21,7 @@ export interface GenCaInput {
 }
 
 /** Writes `<out>/ca.crt` and `<out>/ca.key` (mode 0600) and returns their paths. */
-/** What --days accepts, for its error messages. */
+/** Accepted --days values, for its error messages. */
 const DAYS_ACCEPTED = 'expected a whole number of days from 1 to 36500'
 
 export async function generateCa (input: GenCaInput): Promise<{ cert: string, key: string }> {
@@ -36,14 +36,29 @@ export async function generateCa (input: GenCaInput): Promise<{ cert: string, ke
     }
   }
 
+  for (const path of [cert, key]) {
+    const info = await stat(path).catch(() => undefined)
+    if (info != null && !info.isFile()) throw new UsageError(`${path} exists and is not a regular file: remove it or pass another --out`)
+  }
+
   const pair = await createCa(input.name ?? 'dfnode proxy CA', days)
   try {
     await makeDirectory(input.out)
   } catch (err) {
     throw new UsageError(`cannot create directory ${input.out}: ${(err as Error).message}; pass a writable --out`, { cause: err })
   }
-  await writeFile(key, pair.key, { mode: 0o600 })
-  await writeFile(cert, pair.cert, { mode: 0o644 })
+  // Both files are written under temporary names first, so a failure leaves no key without its
+  // certificate, and the renames give a replaced key mode 0600 whatever the old file had.
+  const temps = { key: `${key}.${process.pid}.tmp`, cert: `${cert}.${process.pid}.tmp` }
+  try {
+    await writeFile(temps.key, pair.key, { mode: 0o600, flag: 'wx' })
+    await writeFile(temps.cert, pair.cert, { mode: 0o644, flag: 'wx' })
+    await rename(temps.key, key)
+    await rename(temps.cert, cert)
+  } catch (err) {
+    await Promise.all([rm(temps.key, { force: true }), rm(temps.cert, { force: true })])
+    throw new UsageError(`cannot write ${key} and ${cert}: ${(err as Error).message}; pass a writable --out`, { cause: err })
+  }
   return { cert, key }
 }
 
@@ -56,7 +71,7 @@ export const genCaCommand: Command = {
   options: [
     { name: 'out', type: 'string', description: 'Directory to write ca.crt and ca.key to (required)' },
     { name: 'name', type: 'string', description: 'Common name of the CA certificate (default: dfnode proxy CA)' },
-    { name: 'days', type: 'string', description: 'Validity of the CA certificate in days (default: 3650)' },
+    { name: 'days', type: 'string', description: 'Validity of the CA certificate in days, from 1 to 36500 (default: 3650)' },
     { name: 'force', type: 'boolean', description: 'Replace an existing ca.crt and ca.key (default: off)' }
   ],
   examples: ['gen-ca --out /etc/dfnode/ca'],

@@ -19,6 +19,8 @@ export function checkRegistryName (value: string): string {
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/i.test(value) || value.includes('..')) {
     throw new UsageError(`invalid --registry "${value}": expected a registry host such as docker.io or registry.example.com:5000`)
   }
+  const port = value.includes(':') ? Number(value.slice(value.lastIndexOf(':') + 1)) : undefined
+  if (port != null && (port < 1 || port > 65535)) throw new UsageError(`invalid port ${port} in --registry "${value}": use a port from 1 to 65535`)
   return value.toLowerCase()
 }
 
@@ -38,8 +40,8 @@ export function renderContainerdHosts (input: ContainerdHostsInput): string {
   }
   return [
     '# Written by `dfnode containerd-config`: containerd pulls this registry\'s',
-    '# content through the dfnode proxy, which it tells the registry with ?ns=,',
-    '# and goes to the server itself when the proxy fails.',
+    '# content through the dfnode proxy and names the registry in the ?ns=',
+    '# query parameter. When the proxy fails, containerd goes to the server itself.',
     `server = "${server.replace(/\/+$/, '')}"`,
     '',
     `[host."${proxy.replace(/\/+$/, '')}"]`,
