@@ -272,6 +272,18 @@ describe('faults', () => {
     assert.equal(await strict.exited, 7)
     assert.match(strict.stderr, /dfnode: .*no supernode answered \(\/ip4\/127\.0\.0\.1\/tcp\/1\/p2p\/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ: /)
   })
+
+  it('wrong supernode peer id is named', async () => {
+    origin.files.set('/wrong-id.bin', { body: randomBytes(MiB) })
+    const supernode = await startSupernodeProcess(join(dir, 'wrong-id-supernode'))
+    processes.push(supernode.process)
+    const actual = supernode.address.split('/p2p/')[1] ?? ''
+    const wrong = '12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ'
+    const address = supernode.address.replace(actual, wrong)
+    const child = run(fetchArgs('wrong-id', '/wrong-id.bin', address, ['--no-back-source']))
+    assert.equal(await child.exited, 7)
+    assert.ok(child.stderr.includes(`the node at that address has peer id ${actual}, not ${wrong}: correct the /p2p/ part of the address`), child.stderr)
+  })
 })
 
 describe('several supernodes', () => {

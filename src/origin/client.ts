@@ -156,7 +156,7 @@ export class OriginClient {
     const url = parseHttpUrl(value)
     if (!isAllowed(this.#allowed, url)) {
       const list = this.#allowed.spelled.length > 0 ? this.#allowed.spelled.join(', ') : '(none)'
-      throw new OriginNotAllowedError(`origin "${url.host}" is not allowed: the allowed origins are ${list}. start the supernode with --allow-origin ${url.host} (config key allowOrigins) to fetch from it`)
+      throw new OriginNotAllowedError(`origin "${url.host}" is not allowed: the allowed origins are ${list}. Start the supernode with --allow-origin ${url.host} (config key allowOrigins) to fetch from it`)
     }
     return url
   }

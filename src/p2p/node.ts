@@ -138,6 +138,9 @@ export function toMultiaddr (value: string): ReturnType<typeof multiaddr> {
 /** Returns the reason a dial failed with what to check, or libp2p's own text for other failures. */
 export function dialFailureReason (err: Error): string {
   if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' || /ECONNREFUSED/.test(err.message)) return 'connection refused: nothing listens at that address'
+  // Noise names the key the remote sent first, then the one the /p2p/ part of the address expects.
+  const keys = /identity key (\S+) does not match expected remote identity key (\S+)/.exec(err.message)
+  if (keys != null) return `the node at that address has peer id ${keys[1] ?? '?'}, not ${keys[2] ?? '?'}: correct the /p2p/ part of the address (a supernode prints its addresses at start-up)`
   // Another protocol on the port breaks the handshake in one of these ways, depending on what it sends back.
   if (/missing newline|invalid multistream|unexpected eof|encryption failed/i.test(err.message)) {
     return `the libp2p handshake failed (${err.message}): check that the address is the libp2p port of a dfnode supernode (8002 by default)`
