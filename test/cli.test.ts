@@ -463,6 +463,21 @@ describe('cli fetch', () => {
     assert.deepEqual(await readdir(join(sandbox.dataDir, 'partial')), [], 'no temporary file is left')
   })
 
+  it('--digest reuses a file fetched by URL', async () => {
+    const sandbox = await makeSandbox()
+    const args = ['fetch', `${base}/files/blob.bin`, '--json', '--data-dir', sandbox.dataDir]
+    const first = await runDfnode([...args, '-o', join(sandbox.dir, 'by-url.bin')], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(first.code, 0, first.stderr)
+    assert.equal((JSON.parse(first.stdout) as FetchResult).fromOrigin, body.length)
+
+    const second = await runDfnode([...args, '-o', join(sandbox.dir, 'by-digest.bin'), '--digest', digest], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(second.code, 0, second.stderr)
+    const result = JSON.parse(second.stdout) as FetchResult
+    assert.equal(result.fromOrigin, 0, 'the content came from the first output')
+    assert.equal(result.fromLocal, body.length)
+    assert.deepEqual(await readFile(join(sandbox.dir, 'by-digest.bin')), body)
+  })
+
   it('--json reports a failure on stdout', async () => {
     const sandbox = await makeSandbox()
     const result = await runDfnode(['fetch', `${base}/files/absent.bin`, '--json', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })

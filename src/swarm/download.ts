@@ -9,7 +9,7 @@ import { stat } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfSha256, cidToDigest, sameCid } from '../content/ids.ts'
+import { cidOfBytes, cidOfSha256, cidToDigest, isContentCid, sameCid } from '../content/ids.ts'
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
@@ -17,7 +17,7 @@ import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginUnreachableErr
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import { dialFailureReason, type DfnodeLibp2p } from '../p2p/node.ts'
-import type { ContentRecords } from '../store/content-records.ts'
+import type { ContentRecord, ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
@@ -325,9 +325,22 @@ export class Download {
     }
   }
 
+  /**
+   * Finds a complete content stored under another key (a URL key) whose digest is this download's
+   * key, and records it under this key too: a fetch by digest then reads what a fetch by URL stored.
+   */
+  private async recordByContent (): Promise<ContentRecord | undefined> {
+    if (!isContentCid(this.key)) return undefined
+    const { records } = this.components
+    const stored = records.list().find(record => record.content?.equals(this.key) === true && records.manifestOf(record.key) != null)
+    if (stored == null) return undefined
+    await records.set({ ...stored, key: this.key, updatedAt: Date.now() })
+    return records.get(this.key)
+  }
+
   private async loadLocal (): Promise<void> {
     const { records, store } = this.components
-    const record = records.get(this.key)
+    const record = records.get(this.key) ?? await this.recordByContent()
     if (record == null) return
     const manifest = records.manifestOf(this.key)
     if (manifest != null) this.expectedContent ??= manifest.content
