@@ -14,9 +14,9 @@ import { booleanOption, stringOption, type Invocation, type OptionSpec } from '.
 
 /** Options every command takes. */
 export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
-  { name: 'config', type: 'string', description: 'YAML config file (default: $DFNODE_CONFIG, else /etc/dfnode/config.yaml if it exists)' },
-  { name: 'data-dir', type: 'string', description: 'Directory for pieces, identity key and logs (default: $DFNODE_DATA_DIR, else ~/.dfnode)' },
-  { name: 'verbose', type: 'boolean', description: 'Log debug lines too, and let fetch put every log line on stderr (default: off, or $DFNODE_VERBOSE)' }
+  { name: 'config', type: 'string', description: 'YAML config file of supernode, proxy and fetch; gen-ca and containerd-config read none (default: $DFNODE_CONFIG, else /etc/dfnode/config.yaml if it exists)' },
+  { name: 'data-dir', type: 'string', description: 'Directory for pieces, identity key and logs of supernode, proxy and fetch (default: $DFNODE_DATA_DIR, else ~/.dfnode)' },
+  { name: 'verbose', type: 'boolean', description: 'Log debug lines of supernode, proxy and fetch too, and let fetch put every log line on stderr (default: off, or $DFNODE_VERBOSE)' }
 ]
 
 /** Loads the configuration of a command from the global options, the environment and the command's own `flags`. */
