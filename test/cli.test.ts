@@ -463,6 +463,17 @@ describe('cli fetch', () => {
     assert.deepEqual(await readdir(join(sandbox.dataDir, 'partial')), [], 'no temporary file is left')
   })
 
+  it('a pipe nobody reads ends at --timeout', { timeout: 60_000 }, async () => {
+    const sandbox = await makeSandbox()
+    const pipe = join(sandbox.dir, 'unread.pipe')
+    const created = spawnSync('mkfifo', [pipe])
+    assert.equal(created.status, 0, `mkfifo: ${String(created.stderr)}`)
+    const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '-o', pipe, '--timeout', '2', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(result.code, 5, result.stderr)
+    assert.deepEqual(messageLines(result.stderr), [`dfnode: no process opened ${pipe} for reading within 2s: start the reader of the pipe, or raise --timeout`])
+    assert.deepEqual(await readdir(join(sandbox.dataDir, 'partial')), [], 'no temporary file is left')
+  })
+
   it('--digest reuses a file fetched by URL', async () => {
     const sandbox = await makeSandbox()
     const args = ['fetch', `${base}/files/blob.bin`, '--json', '--data-dir', sandbox.dataDir]

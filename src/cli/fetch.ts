@@ -5,6 +5,7 @@ import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
 import { DfnodeError, ExitCode, TimeoutError, exitCodeOf } from '../errors.ts'
 import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
+import { PipeReaderWaitError } from '../swarm/fetch-output.ts'
 import type { Environment } from '../config/load.ts'
 import { booleanOption, listOption, stringOption, type Command, type Invocation, type ParsedOptions } from './command.ts'
 import { checkDigest, parseHeaders, resolveOutput } from './fetch-input.ts'
@@ -53,7 +54,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
   }
 }
 
-/** The --json object of a failed fetch: the error's code and message, and the exit code. */
+/** Returns the --json object of a failed fetch: the error's code and message, and the exit code. */
 function failureOf (err: unknown): { error: { code: string, message: string }, exitCode: number } {
   const code = err instanceof DfnodeError ? err.code : 'ERR_FAILURE'
   return { error: { code, message: (err as Error).message }, exitCode: exitCodeOf(err) }
@@ -126,6 +127,9 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
       return ExitCode.ok
     } catch (err) {
       progress?.clear()
+      if (deadline.signal.aborted && err instanceof PipeReaderWaitError) {
+        throw new TimeoutError(`${err.message} within ${formatDuration(config.timeoutMs)}: start the reader of the pipe, or raise --timeout`, { cause: err })
+      }
       if (deadline.signal.aborted) {
         throw new TimeoutError(`download of ${url.origin}${url.pathname} timed out after ${formatDuration(config.timeoutMs)}: raise --timeout, or check that a supernode or the origin is reachable`, { cause: err })
       }

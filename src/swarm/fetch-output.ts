@@ -6,10 +6,13 @@
  * followed, so the link stays.
  */
 import { randomBytes } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
+import { constants, createReadStream, createWriteStream, openSync } from 'node:fs'
 import { lstat, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { Socket } from 'node:net'
 import { basename, dirname, join, resolve } from 'node:path'
+import type { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { makeDirectory } from '../directories.ts'
 import { UsageError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -27,6 +30,9 @@ export interface OutputPlan {
 
 /** Folder under the data dir for the temporary files of outputs that are devices or pipes. */
 const DEVICE_TEMP_DIR = 'partial'
+
+/** Interval between attempts to open a named pipe that no reader has open yet, in ms. */
+const PIPE_RETRY_MS = 100
 
 /**
  * Checks the output path given with -o and returns where to write. Raises UsageError for a
@@ -66,7 +72,9 @@ async function followLink (path: string): Promise<string> {
   try {
     return await realpath(path)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`output path ${path} is a symbolic link to a missing file: create the file it points to, or name another file with -o`, { cause: err })
+    const { code } = err as NodeJS.ErrnoException
+    if (code === 'ENOENT') throw new UsageError(`output path ${path} is a symbolic link to a missing file: create the file it points to, or name another file with -o`, { cause: err })
+    if (code === 'ELOOP') throw new UsageError(`output path ${path} is a loop of symbolic links: name another file with -o`, { cause: err })
     throw err
   }
 }
@@ -99,13 +107,46 @@ export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
   }
 }
 
-/** Moves the verified temporary file to the target: a rename, or a copy into a device or pipe. */
-export async function deliver (plan: OutputPlan): Promise<void> {
+/**
+ * Moves the verified temporary file to the target: a rename, or a copy into a device or pipe. A
+ * pipe is written once a reader opens it; until then the signal (--timeout, Ctrl-C) ends the wait.
+ */
+export async function deliver (plan: OutputPlan, signal?: AbortSignal): Promise<void> {
   if (!plan.copy) {
     await rename(plan.temp, plan.target)
     return
   }
-  await pipeline(createReadStream(plan.temp), createWriteStream(plan.target, { flags: 'w' }))
+  const output = (await stat(plan.target)).isFIFO() ? await openPipe(plan.target, signal) : createWriteStream(plan.target, { flags: 'w' })
+  await pipeline(createReadStream(plan.temp), output, ...(signal != null ? [{ signal }] : []))
+}
+
+/** Raised when the signal ends the wait for a reader of the output pipe. */
+export class PipeReaderWaitError extends Error {
+  override name = 'PipeReaderWaitError'
+}
+
+/**
+ * Opens a named pipe for writing. A blocking open would wait in libuv's thread pool until a
+ * reader comes, where no signal reaches it and the process cannot exit. With O_NONBLOCK the open
+ * fails at once while no reader has the pipe, so it is tried again every PIPE_RETRY_MS, and the
+ * socket writes to the pipe from the event loop.
+ */
+async function openPipe (path: string, signal?: AbortSignal): Promise<Writable> {
+  while (true) {
+    if (signal?.aborted === true) throw new PipeReaderWaitError(`no process opened ${path} for reading`, { cause: signal.reason })
+    try {
+      // Opened without a FileHandle, because the socket takes over the descriptor and closes it.
+      const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)
+      return new Socket({ fd, readable: false, writable: true })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err
+    }
+    try {
+      await sleep(PIPE_RETRY_MS, undefined, signal != null ? { signal } : {})
+    } catch (err) {
+      throw new PipeReaderWaitError(`no process opened ${path} for reading`, { cause: err })
+    }
+  }
 }
 
 /**
