@@ -265,12 +265,12 @@ describe('faults', () => {
     const child = run(fetchArgs('unreachable', '/unreachable.bin', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ'))
     const summary = await child.json<FetchSummary>()
     assert.equal(summary.fromOrigin, body.byteLength)
-    assert.match(child.stderr, /supernode unreachable, and no other supernode is configured/)
+    assert.match(child.stderr, /cannot connect to the supernode, and no other supernode is configured/)
 
     // Without back-source, the error names the address and why it failed.
     const strict = run(fetchArgs('unreachable-strict', '/unreachable.bin', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ', ['--no-back-source']))
     assert.equal(await strict.exited, 7)
-    assert.match(strict.stderr, /dfnode: .*no supernode answered \(\/ip4\/127\.0\.0\.1\/tcp\/1\/p2p\/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ: /)
+    assert.match(strict.stderr, /dfnode: .*no supernode answered\. \/ip4\/127\.0\.0\.1\/tcp\/1\/p2p\/12D3KooWE4mk8By1E1k4u71zKCKYHNczggLTJ3LDsnmaLS6xQRAQ: connection refused: nothing listens at that address\. Correct the supernode address, or drop --no-back-source/)
   })
 
   it('wrong supernode peer id is named', async () => {

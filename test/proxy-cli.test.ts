@@ -100,7 +100,7 @@ describe('proxy commands', () => {
 
     const other = captureIo(work)
     assert.equal(await main([...args, '--proxy', 'http://127.0.0.1:7002'], other, COMMANDS), 2)
-    assert.equal(other.err().trim(), `dfnode: ${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak)`)
+    assert.equal(other.err().trim(), `dfnode: ${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak, or hosts.toml.bak.N when that exists)`)
     assert.equal(await readFile(path, 'utf8'), first)
 
     const forced = captureIo(work)
@@ -123,6 +123,18 @@ describe('proxy commands', () => {
       assert.equal(await main(['node', 'dfnode', 'containerd-config', '--registry', registry, '--dir', 'ports.d'], io, COMMANDS), 2, registry)
       assert.equal(io.err().trim(), `dfnode: invalid port ${registry.split(':')[1] ?? ''} in --registry "${registry}": use a port from 1 to 65535`)
     }
+  })
+
+  it('containerd-config rejects a bad --proxy port or credentials', async () => {
+    const base = ['node', 'dfnode', 'containerd-config', '--registry', 'reg.local', '--dir', 'proxy-url.d']
+    const port = captureIo(work)
+    assert.equal(await main([...base, '--proxy', 'http://127.0.0.1:99999'], port, COMMANDS), 2)
+    assert.equal(port.err().trim(), 'dfnode: invalid port 99999 in --proxy "http://127.0.0.1:99999": use a port from 1 to 65535')
+
+    const credentials = captureIo(work)
+    assert.equal(await main([...base, '--proxy', 'http://user:secret@127.0.0.1:65001'], credentials, COMMANDS), 2)
+    assert.match(credentials.err(), /invalid --proxy: a URL with a user name or password/)
+    assert.ok(!credentials.err().includes('secret'), 'the password is not echoed')
   })
 
   it('uncreatable directory is a usage error', { timeout: 30_000 }, async () => {

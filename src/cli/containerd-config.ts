@@ -55,7 +55,7 @@ export async function writeContainerdConfig (input: ContainerdConfigInput): Prom
   if (existing === content) return { path }
   let backup: string | undefined
   if (existing != null) {
-    if (input.force !== true) throw new UsageError(`${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak)`)
+    if (input.force !== true) throw new UsageError(`${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak, or hosts.toml.bak.N when that exists)`)
     backup = await backUp(path)
   }
   const temp = `${path}.${process.pid}.tmp`

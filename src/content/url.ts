@@ -39,7 +39,7 @@ export function parseHttpUrl (value: string): URL {
     throw new UsageError(`missing host in URL "${value}": expected http://HOST/PATH or https://HOST/PATH`)
   }
   if (url.username !== '' || url.password !== '') {
-    throw new UsageError(`URL "${url.host}${url.pathname}" carries credentials: pass them with -H 'Authorization: …' instead`)
+    throw new UsageError(`URL "${url.protocol}//${url.host}${url.pathname}" carries credentials: pass them with -H 'Authorization: …' instead`)
   }
   return url
 }

@@ -34,9 +34,13 @@ export function renderContainerdHosts (input: ContainerdHostsInput): string {
     try {
       url = new URL(value)
     } catch {}
+    const port = /^[a-z]+:\/\/[^/]*:([0-9]+)(?:[/?#]|$)/i.exec(value)?.[1]
+    if (url == null && port != null && Number(port) > 65535) throw new UsageError(`invalid port ${port} in ${flag} "${value}": use a port from 1 to 65535`)
     if (url == null || (url.protocol !== 'http:' && url.protocol !== 'https:') || value.includes('"')) {
       throw new UsageError(`invalid ${flag} "${value}": expected an http:// or https:// URL`)
     }
+    // hosts.toml is readable by every user, and containerd sends its own registry credentials.
+    if (url.username !== '' || url.password !== '') throw new UsageError(`invalid ${flag}: a URL with a user name or password would be readable by every user in hosts.toml; give containerd the credentials instead`)
   }
   return [
     '# Written by `dfnode containerd-config`: containerd pulls this registry\'s',

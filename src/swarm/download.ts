@@ -415,7 +415,7 @@ export class Download {
           continue
         }
         const reason = dialFailureReason(err as Error)
-        logger.warn({ supernode: address, attempt, dials: dial + 1, err: reason }, hasNext ? 'supernode unreachable, trying the next' : 'supernode unreachable, and no other supernode is configured')
+        logger.warn({ supernode: address, attempt, dials: dial + 1, err: reason }, hasNext ? 'cannot connect to the supernode, trying the next' : 'cannot connect to the supernode, and no other supernode is configured')
         if (attempt === 0) this.unreachable.push(`${address}: ${reason}`)
         return 'unreachable'
       }
@@ -474,7 +474,7 @@ export class Download {
         const notAllowed = this.refused.length === 1 ? `supernode ${this.refused[0]!} may not fetch from this origin: start it` : `supernodes ${this.refused.join(', ')} may not fetch from this origin: start them`
         reason = `${notAllowed} with --allow-origin ${new URL(this.init.url).host}, or drop --no-back-source`
       } else if (this.unreachable.length > 0) {
-        reason = `no supernode answered (${this.unreachable.join('; ')}): check that a dfnode supernode runs at that address, or drop --no-back-source`
+        reason = `no supernode answered. ${this.unreachable.join('; ')}. Correct the supernode address, or drop --no-back-source to fetch from the origin`
       } else if (this.init.supernodes.length === 0) {
         reason = 'no supernode is configured: pass --supernode MULTIADDR, or drop --no-back-source'
       }

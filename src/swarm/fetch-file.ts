@@ -123,7 +123,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     // The file takes its name only after the download verified the whole content (download.done).
     const content = download.content
     if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
-    await deliver(plan)
+    await deliver(plan, signal)
     // A device keeps no copy, so the temporary file serves the pieces until the end of seeding.
     if (!plan.copy) await keepServingFrom(engine, download.key, temp, target, logger)
 
@@ -210,7 +210,7 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
     if (received !== daemon.size || digest !== outcome.digest) {
       throw new VerificationError(`file written for ${options.url.split('?')[0]} has ${received} bytes and digest ${digest}, expected ${daemon.size} bytes and ${outcome.digest}`)
     }
-    await deliver(plan)
+    await deliver(plan, signal)
     if (plan.copy) await rm(plan.temp, { force: true })
     const result: FetchResult = { ...outcome, digest, output: options.output, ms: Date.now() - started }
     options.onComplete?.(result)
