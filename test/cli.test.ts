@@ -306,6 +306,11 @@ describe('cli usage errors', () => {
     assert.ok(!result.stderr.includes('s3cr3t-token'))
   })
 
+  it('unknown option without a command is named', async () => {
+    assertUsageError(await runDfnode(['--bogus']), ['unknown option --bogus: run dfnode --help for usage'], '--bogus')
+    assertUsageError(await runDfnode(['--verbose']), ['missing command: expected one of'], '--verbose alone')
+  })
+
   it('global options may come before the command', async () => {
     const result = await runDfnode(['--verbose', '--data-dir', sandbox.dataDir, 'fetch', 'ftp://127.0.0.1/a.bin'], { env: sandbox.env, cwd: sandbox.dir })
     assertUsageError(result, ['unsupported URL scheme "ftp"'], 'options first')

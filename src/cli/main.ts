@@ -61,6 +61,8 @@ async function dispatch (argv: readonly string[], io: CommandIo, commands: reado
       program.parse([...argv])
       return ExitCode.ok
     }
+    const unknown = flagArgs.find(arg => arg.startsWith('-') && !knownFlag(arg, commands))
+    if (unknown != null) throw new UsageError(`unknown option ${unknown.split('=')[0] ?? unknown}: run ${PROGRAM} --help for usage`)
     throw new UsageError(`missing command: expected one of ${names}; run ${PROGRAM} --help for usage`)
   }
   const name = args[scan.commandIndex] ?? ''
@@ -138,6 +140,13 @@ function negatedOptionDefaults (command: Command): Record<string, undefined> {
 }
 
 /** Maps each flag of an option that takes a value, such as `--timeout` or `-o`, to the option's long name. */
+/** Tells whether `arg` (such as `--data-dir=x`, `--no-json` or `-o`) is an option of dfnode or of any command. */
+function knownFlag (arg: string, commands: readonly Command[]): boolean {
+  const name = (arg.split('=')[0] ?? '').replace(/^--?(no-)?/, '')
+  if (['help', 'h', 'version', 'v'].includes(name)) return true
+  return [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)].some(option => option.name === name || option.short === name)
+}
+
 function valueFlags (commands: readonly Command[]): Map<string, string> {
   const flags = new Map<string, string>()
   for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {
