@@ -3,10 +3,10 @@
  * containerd pulls the registry through the proxy.
  */
 import { constants } from 'node:fs'
-import { copyFile, readFile, rename, writeFile } from 'node:fs/promises'
+import { copyFile, readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { makeDirectory } from '../directories.ts'
-import { isNotFound } from '../store/atomic-file.ts'
+import { isNotFound, writeFileAtomic } from '../store/atomic-file.ts'
 import { ExitCode, UsageError } from '../errors.ts'
 import { checkRegistryName, renderContainerdHosts } from '../proxy/containerd-hosts.ts'
 import { booleanOption, stringOption, type Command } from './command.ts'
@@ -32,9 +32,9 @@ export interface ContainerdConfigResult {
 const MAX_BACKUPS = 99
 
 /**
- * Writes hosts.toml atomically and returns its path. A hosts.toml with other settings is kept
- * unless `force` is set. Then it is first copied to hosts.toml.bak, or to the first free
- * hosts.toml.bak.N, so no earlier backup is overwritten.
+ * Writes hosts.toml atomically and returns its path and any backup. A hosts.toml with other
+ * settings is kept unless `force` is set. Then it is first copied to hosts.toml.bak, or to the
+ * first free hosts.toml.bak.N, so no earlier backup is overwritten.
  */
 export async function writeContainerdConfig (input: ContainerdConfigInput): Promise<ContainerdConfigResult> {
   const registry = checkRegistryName(input.registry)
@@ -58,9 +58,7 @@ export async function writeContainerdConfig (input: ContainerdConfigInput): Prom
     if (input.force !== true) throw new UsageError(`${path} already exists with other settings: pass --force to replace it (the old file is then kept as hosts.toml.bak, or hosts.toml.bak.N when that exists)`)
     backup = await backUp(path)
   }
-  const temp = `${path}.${process.pid}.tmp`
-  await writeFile(temp, content, { mode: 0o644 })
-  await rename(temp, path)
+  await writeFileAtomic(path, Buffer.from(content))
   return { path, ...(backup != null ? { backup } : {}) }
 }
 

@@ -46,7 +46,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       try {
         return await runFetch(invocation, fetch)
       } catch (err) {
-        // A script that reads --json output gets an object on failure too; stderr keeps the message line.
+        // A script that reads --json output gets an object on failure too, and stderr keeps the message line.
         if (booleanOption(invocation.options, 'json') === true) invocation.io.stdout.write(`${JSON.stringify(failureOf(err))}\n`)
         throw err
       }

@@ -2,7 +2,7 @@
  * `dfnode gen-ca`: creates the CA that signs certificates of intercepted
  * HTTPS hosts (`dfnode proxy --hijack-https`).
  */
-import { access, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { makeDirectory } from '../directories.ts'
 import { ExitCode, UsageError } from '../errors.ts'
@@ -20,25 +20,20 @@ export interface GenCaInput {
   force?: boolean
 }
 
-/** Writes `<out>/ca.crt` and `<out>/ca.key` (mode 0600) and returns their paths. */
 /** Accepted --days values, for its error messages. */
 const DAYS_ACCEPTED = 'expected a whole number of days from 1 to 36500'
 
+/** Writes `<out>/ca.crt` and `<out>/ca.key` (mode 0600) and returns their paths. */
 export async function generateCa (input: GenCaInput): Promise<{ cert: string, key: string }> {
   const days = input.days ?? 3650
   if (!Number.isInteger(days) || days < 1 || days > 36500) throw new UsageError(`invalid --days "${String(input.days)}": ${DAYS_ACCEPTED}`)
   const cert = join(input.out, 'ca.crt')
   const key = join(input.out, 'ca.key')
-  if (input.force !== true) {
-    for (const path of [cert, key]) {
-      const exists = await access(path).then(() => true, () => false)
-      if (exists) throw new UsageError(`${path} already exists: pass --force to replace the CA (clients that trust the old one must then trust the new one)`)
-    }
-  }
-
   for (const path of [cert, key]) {
     const info = await stat(path).catch(() => undefined)
-    if (info != null && !info.isFile()) throw new UsageError(`${path} exists and is not a regular file: remove it or pass another --out`)
+    if (info == null) continue
+    if (input.force !== true) throw new UsageError(`${path} already exists: pass --force to replace the CA (clients that trust the old one must then trust the new one)`)
+    if (!info.isFile()) throw new UsageError(`${path} exists and is not a regular file: remove it or pass another --out`)
   }
 
   const pair = await createCa(input.name ?? 'dfnode proxy CA', days)

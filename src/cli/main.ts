@@ -139,7 +139,6 @@ function negatedOptionDefaults (command: Command): Record<string, undefined> {
   return defaults
 }
 
-/** Maps each flag of an option that takes a value, such as `--timeout` or `-o`, to the option's long name. */
 /** Tells whether `arg` (such as `--data-dir=x`, `--no-json` or `-o`) is an option of dfnode or of any command. */
 function knownFlag (arg: string, commands: readonly Command[]): boolean {
   const name = (arg.split('=')[0] ?? '').replace(/^--?(no-)?/, '')
@@ -147,6 +146,7 @@ function knownFlag (arg: string, commands: readonly Command[]): boolean {
   return [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)].some(option => option.name === name || option.short === name)
 }
 
+/** Maps each flag of an option that takes a value, such as `--timeout` or `-o`, to the option's long name. */
 function valueFlags (commands: readonly Command[]): Map<string, string> {
   const flags = new Map<string, string>()
   for (const option of [...GLOBAL_OPTIONS, ...commands.flatMap(command => command.options)]) {

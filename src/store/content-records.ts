@@ -130,6 +130,11 @@ export class ContentRecords {
     return [...this.records.values()]
   }
 
+  /** Returns the complete records under other keys (URL keys) whose content CID is `content`. */
+  completeWithContent (content: CID): ContentRecord[] {
+    return this.list().filter(record => !record.key.equals(content) && record.content?.equals(content) === true && this.manifestOf(record.key) != null)
+  }
+
   /** Returns a manifest when the record is complete (content CID and every piece CID known). */
   manifestOf (key: CID): Manifest | undefined {
     const record = this.get(key)

@@ -112,7 +112,7 @@ export class SeedService {
   private async recordByContent (key: CID, url: string): Promise<ReturnType<SeedService['completeRecord']>> {
     if (!isContentCid(key)) return undefined
     const { records, discovery } = this.components
-    const stored = records.list().find(record => record.content != null && record.content.equals(key) && this.completeRecord(record.key) != null)
+    const stored = records.completeWithContent(key).find(record => this.completeRecord(record.key) != null)
     if (stored == null) return undefined
     await records.set({ key, size: stored.size, pieceSize: stored.pieceSize, pieces: [...stored.pieces], content: key, url: stripQuery(url), updatedAt: Date.now() })
     discovery.provide(key)

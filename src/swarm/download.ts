@@ -332,7 +332,7 @@ export class Download {
   private async recordByContent (): Promise<ContentRecord | undefined> {
     if (!isContentCid(this.key)) return undefined
     const { records } = this.components
-    const stored = records.list().find(record => record.content?.equals(this.key) === true && records.manifestOf(record.key) != null)
+    const stored = records.completeWithContent(this.key)[0]
     if (stored == null) return undefined
     await records.set({ ...stored, key: this.key, updatedAt: Date.now() })
     return records.get(this.key)

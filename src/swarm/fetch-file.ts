@@ -20,7 +20,7 @@ export interface FetchOptions {
   /** URL to download (http or https). */
   url: string
   /**
-   * Output file; written to a temporary file beside it and renamed after verification. A symbolic
+   * Output file, written under a temporary name beside it and renamed after verification. A symbolic
    * link is followed, and a character device or named pipe receives a copy of the verified file.
    */
   output: string
@@ -91,7 +91,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
   let progressTimer: NodeJS.Timeout | undefined
   let file: FileHandle | undefined
   try {
-    // Verified pieces go to their offsets in a temporary file beside the output, and the store
+    // Verified pieces go to their offsets in the plan's temporary file, and the store
     // serves them to other peers from that file: each byte is written to disk once.
     const handle = file = await openTemp(plan)
     const written = new Set<number>()
@@ -125,7 +125,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     if (content == null) throw new VerificationError(`download of ${options.url.split('?')[0]} ended without a verified content hash`)
     await deliver(plan, signal)
     // A device keeps no copy, so the temporary file serves the pieces until the end of seeding.
-    if (!plan.copy) await keepServingFrom(engine, download.key, temp, target, logger)
+    if (plan.kind === 'file') await keepServingFrom(engine, download.key, temp, target, logger)
 
     const result: FetchResult = {
       key: download.key.toString(),
@@ -140,7 +140,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
     // Keep serving pieces to other peers for the seeding period.
     if (config.seedMs > 0 && !signal.aborted) await lingerFor(config.seedMs, signal)
-    if (plan.copy) await removeTemp(engine, temp)
+    if (plan.kind !== 'file') await removeTemp(engine, temp)
     return result
   } catch (err) {
     await file?.close().catch(() => {})
@@ -211,7 +211,7 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
       throw new VerificationError(`file written for ${options.url.split('?')[0]} has ${received} bytes and digest ${digest}, expected ${daemon.size} bytes and ${outcome.digest}`)
     }
     await deliver(plan, signal)
-    if (plan.copy) await rm(plan.temp, { force: true })
+    if (plan.kind !== 'file') await rm(plan.temp, { force: true })
     const result: FetchResult = { ...outcome, digest, output: options.output, ms: Date.now() - started }
     options.onComplete?.(result)
     return result

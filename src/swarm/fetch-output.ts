@@ -1,9 +1,9 @@
 /**
  * Output of `dfnode fetch`. The content goes to a temporary file that takes
- * the output's name once it is verified. A character device or a named pipe,
- * such as /dev/null, cannot take a name: its temporary file is in the data
- * dir, and the verified bytes are copied into it. A symbolic link is
- * followed, so the link stays.
+ * the output's name once it is verified. A rename would replace a character
+ * device or a named pipe, such as /dev/null, so for those the temporary file
+ * is in the data dir and the verified bytes are copied into the device. A
+ * symbolic link is followed, so the link stays.
  */
 import { randomBytes } from 'node:crypto'
 import { constants, createReadStream, createWriteStream, openSync } from 'node:fs'
@@ -22,8 +22,8 @@ import { isProcessRunning } from '../store/atomic-file.ts'
 export interface OutputPlan {
   /** Path that receives the content: the output, or the file a symbolic link there points to. */
   target: string
-  /** True when the target is a character device or a named pipe, which receive a copy instead of a rename. */
-  copy: boolean
+  /** Kind of target. A character device or a named pipe receives a copy instead of a rename. */
+  kind: 'file' | 'device' | 'pipe'
   /** Path of the temporary file. */
   temp: string
 }
@@ -54,11 +54,11 @@ export async function planOutput (output: string, dataDir: string): Promise<Outp
     } catch (err) {
       throw new UsageError(`cannot create directory ${folder} for the download into ${output}: ${(err as Error).message}; pass a writable --data-dir`, { cause: err })
     }
-    return { target, copy: true, temp: tempPathIn(folder, target) }
+    return { target, kind: info.isFIFO() ? 'pipe' : 'device', temp: tempPathIn(folder, target) }
   }
   if (info != null && !info.isFile()) throw new UsageError(`output path ${output} is neither a regular file nor a character device or pipe: name a file with -o`)
   await checkFolder(dirname(target))
-  return { target, copy: false, temp: tempPathIn(dirname(target), target) }
+  return { target, kind: 'file', temp: tempPathIn(dirname(target), target) }
 }
 
 /** Returns the path a symbolic link points to, or `path` itself when it is not a link. */
@@ -79,6 +79,7 @@ async function followLink (path: string): Promise<string> {
   }
 }
 
+/** Raises UsageError unless `folder` is an existing directory. */
 async function checkFolder (folder: string): Promise<void> {
   try {
     const info = await stat(folder)
@@ -89,19 +90,21 @@ async function checkFolder (folder: string): Promise<void> {
   }
 }
 
+/** Returns a temporary file name in `folder` for `target`, with this process's id for removeStaleTemps. */
 function tempPathIn (folder: string, target: string): string {
   return join(folder, `.${basename(target)}.dfnode-${process.pid}-${randomBytes(4).toString('hex')}.part`)
 }
 
-/** Creates the temporary file of a plan; raises UsageError when its folder takes no new file. */
+/** Creates the temporary file of a plan. Raises UsageError when its folder does not accept a new file. */
 export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
   try {
     return await open(plan.temp, 'wx', 0o644)
   } catch (err) {
     const { code } = err as NodeJS.ErrnoException
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR') {
-      const what = plan.copy ? `data dir folder ${dirname(plan.temp)}` : `output folder ${dirname(plan.temp)}`
-      throw new UsageError(`cannot create a file in ${what} (${code}): ${plan.copy ? 'pass a writable --data-dir' : 'pass -o with a writable folder'}`, { cause: err })
+      const folder = dirname(plan.temp)
+      if (plan.kind === 'file') throw new UsageError(`cannot create a file in output folder ${folder} (${code}): pass -o with a writable folder`, { cause: err })
+      throw new UsageError(`cannot create a file in data dir folder ${folder} (${code}): pass a writable --data-dir`, { cause: err })
     }
     throw err
   }
@@ -109,14 +112,14 @@ export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
 
 /**
  * Moves the verified temporary file to the target: a rename, or a copy into a device or pipe. A
- * pipe is written once a reader opens it; until then the signal (--timeout, Ctrl-C) ends the wait.
+ * pipe is written once a reader opens it, and until then the signal (--timeout, Ctrl-C) ends the wait.
  */
 export async function deliver (plan: OutputPlan, signal?: AbortSignal): Promise<void> {
-  if (!plan.copy) {
+  if (plan.kind === 'file') {
     await rename(plan.temp, plan.target)
     return
   }
-  const output = (await stat(plan.target)).isFIFO() ? await openPipe(plan.target, signal) : createWriteStream(plan.target, { flags: 'w' })
+  const output = plan.kind === 'pipe' ? await openPipe(plan.target, signal) : createWriteStream(plan.target, { flags: 'w' })
   await pipeline(createReadStream(plan.temp), output, ...(signal != null ? [{ signal }] : []))
 }
 
@@ -133,7 +136,6 @@ export class PipeReaderWaitError extends Error {
  */
 async function openPipe (path: string, signal?: AbortSignal): Promise<Writable> {
   while (true) {
-    if (signal?.aborted === true) throw new PipeReaderWaitError(`no process opened ${path} for reading`, { cause: signal.reason })
     try {
       // Opened without a FileHandle, because the socket takes over the descriptor and closes it.
       const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)
