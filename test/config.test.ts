@@ -80,7 +80,8 @@ describe('config defaults', () => {
       timeoutMs: 0,
       seedMs: 0,
       storeQuotaBytes: 20 * 1024 ** 3,
-      uploadRate: 0
+      uploadRate: 0,
+      dataPort: 0
     })
   })
 
@@ -328,7 +329,10 @@ describe('config validation', () => {
       { env: { DFNODE_ALLOW_ORIGINS: 'registry.example.com:99999' }, fragments: ['invalid DFNODE_ALLOW_ORIGINS', '"registry.example.com:99999"'] },
       { file: 'filter: ["X Sig"]', fragments: ['filter', '"X Sig"', 'without spaces'] },
       { file: 'dataDir: ""', fragments: ['dataDir', '""', 'directory path'] },
-      { file: 'listen: ~', fragments: ['listen', 'null'] }
+      { file: 'listen: ~', fragments: ['listen', 'null'] },
+      { flags: { dataPort: '70000' }, fragments: ['invalid --data-port', '"70000"', 'from 1 to 65535', 'off'] },
+      { env: { DFNODE_DATA_PORT: 'none' }, fragments: ['invalid DFNODE_DATA_PORT', '"none"', 'off to send pieces over libp2p only'] },
+      { file: 'dataPort: -1', fragments: ['dataPort', '-1', '0 for one the system picks'] }
     ]
     for (const testCase of cases) {
       const configPath = testCase.file != null ? await writeTemp('config.yaml', `${testCase.file}\n`) : undefined
@@ -339,6 +343,12 @@ describe('config validation', () => {
         ...(testCase.flags != null ? { flags: testCase.flags } : {})
       }, fragments)
     }
+  })
+
+  it('reads the port of direct links, or off', async () => {
+    assert.equal((await load({ flags: { dataPort: '7000' } })).dataPort, 7000)
+    assert.equal((await load({ env: { DFNODE_DATA_PORT: 'off' } })).dataPort, false)
+    assert.equal((await load({ configPath: await writeTemp('config.yaml', 'dataPort: off\n') })).dataPort, false)
   })
 
   it('leaves library text out of peer id errors', async () => {

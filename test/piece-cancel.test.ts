@@ -18,6 +18,7 @@ import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
 import { ContentRecords } from '../src/store/content-records.ts'
 import { PieceStore } from '../src/store/piece-store.ts'
+import { FramedStream } from '../src/swarm/frames.ts'
 import { PieceClient } from '../src/swarm/piece-client.ts'
 import { PieceServer } from '../src/swarm/piece-server.ts'
 import { RateLimiter } from '../src/swarm/rate-limiter.ts'
@@ -73,15 +74,15 @@ describe('piece cancels', () => {
 
   const open = async (): Promise<PieceClient> => {
     const stream = await clientNode.dialProtocol(serverNode.peerId, PIECE_PROTOCOL)
-    return new PieceClient(stream, key, { stallMs: 10_000 })
+    return new PieceClient(new FramedStream(stream), { stallMs: 10_000 })
   }
 
   it('skips a cancelled queued request', async () => {
     finished.length = 0
     const uploadedBefore = server.stats.uploaded
     const client = await open()
-    const results = [client.get(0), client.get(1), client.get(2)]
-    assert.equal(client.cancel(1), true)
+    const results = [client.get(key, 0), client.get(key, 1), client.get(key, 2)]
+    assert.equal(client.cancel(key, 1), true)
     const [first, second, third] = await Promise.all(results)
     assert.deepEqual(first, new Uint8Array(pieces[0]!))
     assert.equal(second, 'cancelled')
@@ -90,7 +91,7 @@ describe('piece cancels', () => {
     assert.equal(server.stats.uploaded - uploadedBefore, 2 * PIECE_BYTES)
     // The policy never heard of the cancelled request: it was not decided on.
     assert.deepEqual(finished, [{ index: 0, ok: true }, { index: 2, ok: true }])
-    assert.equal(client.cancel(2), false)
+    assert.equal(client.cancel(key, 2), false)
     await client.close()
   })
 
@@ -100,9 +101,9 @@ describe('piece cancels', () => {
     const client = await open()
     const { promise: firstBytes, resolve } = Promise.withResolvers<void>()
     let received = 0
-    const result = client.get(0, count => { received += count; resolve() })
+    const result = client.get(key, 0, count => { received += count; resolve() })
     await firstBytes
-    assert.equal(client.cancel(0), true)
+    assert.equal(client.cancel(key, 0), true)
     assert.equal(await result, 'cancelled')
     assert.ok(received < PIECE_BYTES, `received ${received} bytes of a cancelled piece`)
     // The server ends its upload just after its last frame. Wait for that, at most 2 s.
@@ -113,7 +114,7 @@ describe('piece cancels', () => {
     assert.deepEqual(finished, [{ index: 0, ok: false }])
 
     // The next piece on the same stream arrives whole.
-    assert.deepEqual(await client.get(1), new Uint8Array(pieces[1]!))
+    assert.deepEqual(await client.get(key, 1), new Uint8Array(pieces[1]!))
     await client.close()
   })
 })

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
+import type { CID } from 'multiformats/cid'
 import { cidOfBytes } from '../src/content/ids.ts'
 import { FramedStream } from '../src/swarm/frames.ts'
 import { PieceClient } from '../src/swarm/piece-client.ts'
@@ -19,8 +20,10 @@ describe('piece client', () => {
   let client: DfnodeLibp2p
   let behaviour: 'silent' | 'out-of-order' | 'ends-early' | 'good' = 'silent'
   const piece = new Uint8Array(600 * 1024).fill(9)
+  let key: CID
 
   before(async () => {
+    key = await cidOfBytes(piece)
     server = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     client = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await server.handle(PIECE_PROTOCOL, (stream) => {
@@ -49,32 +52,32 @@ describe('piece client', () => {
 
   const open = async (stallMs: number): Promise<PieceClient> => {
     const stream = await client.dialProtocol(server.peerId, PIECE_PROTOCOL)
-    return new PieceClient(stream, await cidOfBytes(piece), { stallMs })
+    return new PieceClient(new FramedStream(stream), { stallMs })
   }
 
   it('aborts a stalled request', async () => {
     behaviour = 'silent'
     const pieces = await open(300)
-    await assert.rejects(pieces.get(0), (err: Error) => err instanceof TimeoutError && /peer sent nothing for 300 ms/.test(err.message))
+    await assert.rejects(pieces.get(key, 0), (err: Error) => err instanceof TimeoutError && /peer sent nothing for 300 ms/.test(err.message))
     assert.equal(pieces.closed, true)
   })
 
   it('rejects pieces out of order', async () => {
     behaviour = 'out-of-order'
     const pieces = await open(5000)
-    await assert.rejects(pieces.get(3), (err: Error) => err instanceof ProtocolError && /out of order/.test(err.message))
+    await assert.rejects(pieces.get(key, 3), (err: Error) => err instanceof ProtocolError && /out of order/.test(err.message))
   })
 
   it('rejects a piece ended early that was not cancelled', async () => {
     behaviour = 'ends-early'
     const pieces = await open(5000)
-    await assert.rejects(pieces.get(0), (err: Error) => err instanceof ProtocolError && /ended piece 0 early/.test(err.message))
+    await assert.rejects(pieces.get(key, 0), (err: Error) => err instanceof ProtocolError && /ended piece 0 early/.test(err.message))
   })
 
   it('pipelines requests in order', async () => {
     behaviour = 'good'
     const pieces = await open(5000)
-    const results = await Promise.all([pieces.get(0), pieces.get(1), pieces.get(2)])
+    const results = await Promise.all([pieces.get(key, 0), pieces.get(key, 1), pieces.get(key, 2)])
     for (const result of results) assert.deepEqual(result, piece)
     await pieces.close()
   })

@@ -14,6 +14,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import { digestToCid } from '../src/content/ids.ts'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
+import { FramedStream } from '../src/swarm/frames.ts'
 import { PieceClient } from '../src/swarm/piece-client.ts'
 import { PIECE_PROTOCOL } from '../src/swarm/wire.ts'
 
@@ -47,12 +48,13 @@ describe('piece client on a congested stream', () => {
     process.on('unhandledRejection', onUnhandled)
     try {
       const stream = await client.dialProtocol(server.getMultiaddrs()[0]!, PIECE_PROTOCOL)
-      const pieces = new PieceClient(stream, digestToCid(`sha256:${'ab'.repeat(32)}`), { stallMs: 60_000 })
+      const key = digestToCid(`sha256:${'ab'.repeat(32)}`)
+      const pieces = new PieceClient(new FramedStream(stream), { stallMs: 60_000 })
 
       // Send requests until the stream buffers them, so the latest ones wait for 'drain'.
       let sent = 0
       while (stream.writeBufferLength === 0 && sent < MAX_REQUESTS) {
-        pieces.get(sent % 1000).catch(() => {})
+        pieces.get(key, sent % 1000).catch(() => {})
         sent++
         if (sent % 1000 === 0) await nextTurn()
       }

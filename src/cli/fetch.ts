@@ -36,7 +36,8 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       { name: 'json', type: 'boolean', description: 'Print the result as one JSON object on stdout and nothing else there; on failure {"error":{"code","message"},"exitCode"} (default: off)' },
       { name: 'listen', type: 'string', description: 'Multiaddr to listen on for other peers while fetching; repeatable (default: /ip4/0.0.0.0/tcp/0)' },
       { name: 'seed-time', type: 'string', description: 'Time to keep serving pieces to other peers after the download: seconds or a duration (default: 0)' },
-      { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' }
+      { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
+      { name: 'data-port', type: 'string', description: 'TCP port of direct links, which carry pieces over TLS beside libp2p: 1 to 65535, 0 for one the system picks, off for none (default: 0)' }
     ],
     examples: [
       'fetch https://example.com/images/base.tar -o base.tar',
@@ -81,7 +82,8 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
     backSource: booleanOption(options, 'back-source'),
     listen: listOption(options, 'listen'),
     seedMs: stringOption(options, 'seed-time'),
-    uploadRate: stringOption(options, 'upload-rate')
+    uploadRate: stringOption(options, 'upload-rate'),
+    dataPort: stringOption(options, 'data-port')
   })
 
   const fetch = fetchOverride ?? (await import('../swarm/fetch-file.ts')).fetchFile
@@ -142,14 +144,14 @@ async function runFetch (invocation: Invocation, fetchOverride: typeof fetchFile
 }
 
 /** Variables of settings that a local daemon, which fetches with its own settings, does not take from a fetch. */
-const DAEMON_ONLY_VARIABLES = ['DFNODE_SUPERNODES', 'DFNODE_BACK_SOURCE', 'DFNODE_LISTEN', 'DFNODE_SEED_TIME', 'DFNODE_UPLOAD_RATE']
+const DAEMON_ONLY_VARIABLES = ['DFNODE_SUPERNODES', 'DFNODE_BACK_SOURCE', 'DFNODE_LISTEN', 'DFNODE_SEED_TIME', 'DFNODE_UPLOAD_RATE', 'DFNODE_DATA_PORT']
 
 /** Returns the flags and variables given to this fetch that a local daemon does not take. */
 function daemonOnlySettings (options: ParsedOptions, env: Environment): string[] {
   const settings: string[] = []
   if (listOption(options, 'supernode') != null) settings.push('--supernode')
   if (booleanOption(options, 'back-source') === false) settings.push('--no-back-source')
-  for (const name of ['listen', 'seed-time', 'upload-rate']) {
+  for (const name of ['listen', 'seed-time', 'upload-rate', 'data-port']) {
     if (options[name] != null) settings.push(`--${name}`)
   }
   for (const name of DAEMON_ONLY_VARIABLES) {

@@ -44,6 +44,7 @@ export const proxyCommand: Command = {
     { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
     { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 50GiB (default: 20GiB)' },
     { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
+    { name: 'data-port', type: 'string', description: 'TCP port of direct links, which carry pieces over TLS beside libp2p: 1 to 65535, 0 for one the system picks, off for none (default: 0)' },
     { name: 'no-back-source', type: 'boolean', description: 'When no supernode or peer has a blob, do not let this host download it from the registry into the swarm; the proxy then passes the request through to the registry (default: download into the swarm)' },
     { name: 'origin-only', type: 'boolean', description: 'Do not join the swarm: download each blob from the registry once per host, into <data dir>/proxy-blobs (default: off)' }
   ],
@@ -62,6 +63,7 @@ async function runProxy (invocation: Invocation): Promise<number> {
     announce: listOption(options, 'announce'),
     storeQuotaBytes: stringOption(options, 'store-quota'),
     uploadRate: stringOption(options, 'upload-rate'),
+    dataPort: stringOption(options, 'data-port'),
     backSource: booleanOption(options, 'back-source')
   })
   const originOnly = booleanOption(options, 'origin-only') === true

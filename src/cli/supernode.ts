@@ -21,7 +21,8 @@ export function createSupernodeCommand (start?: typeof startSupernode): Command 
       { name: 'allow-origin', type: 'string', description: 'Host (host or host:port, * for any) the supernode may fetch from; repeatable (default: none)' },
       { name: 'piece-size', type: 'string', description: 'Piece size: bytes or with a unit, a power of two from 64KiB to 64MiB (default: 4MiB)' },
       { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 500GB or 1TiB (default: 20GiB)' },
-      { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' }
+      { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
+      { name: 'data-port', type: 'string', description: 'TCP port of direct links, which carry pieces over TLS beside libp2p: 1 to 65535, 0 for one the system picks, off for none (default: 0)' }
     ],
     examples: [
       'supernode --allow-origin registry.example.com --listen /ip4/0.0.0.0/tcp/8002'
@@ -41,7 +42,8 @@ async function runSupernode (invocation: Invocation, startOverride: typeof start
     allowOrigins: listOption(options, 'allow-origin'),
     pieceSize: stringOption(options, 'piece-size'),
     storeQuotaBytes: stringOption(options, 'store-quota'),
-    uploadRate: stringOption(options, 'upload-rate')
+    uploadRate: stringOption(options, 'upload-rate'),
+    dataPort: stringOption(options, 'data-port')
   })
 
   const start = startOverride ?? (await import('../supernode/start.ts')).startSupernode

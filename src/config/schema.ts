@@ -34,6 +34,8 @@ export interface Config {
   storeQuotaBytes: number
   /** Upload limit for pieces sent to other peers, in bytes per second, 0 for none; default 0. */
   uploadRate: number
+  /** TCP port of direct links (piece transfers over TLS beside libp2p), 0 for one the system picks, false for none; default 0. */
+  dataPort: number | false
 }
 
 /** Config file read when neither --config nor DFNODE_CONFIG names one, if it exists. */
@@ -65,7 +67,8 @@ export const CONFIG_KEYS = [
   'timeoutMs',
   'seedMs',
   'storeQuotaBytes',
-  'uploadRate'
+  'uploadRate',
+  'dataPort'
 ] as const satisfies ReadonlyArray<keyof Config>
 
 /** Places besides the config file that set a key. */
@@ -89,7 +92,8 @@ export const KEY_SOURCES: Readonly<Record<keyof Config, KeySources>> = {
   timeoutMs: { env: 'DFNODE_TIMEOUT', flag: '--timeout' },
   seedMs: { env: 'DFNODE_SEED_TIME', flag: '--seed-time' },
   storeQuotaBytes: { env: 'DFNODE_STORE_QUOTA', flag: '--store-quota' },
-  uploadRate: { env: 'DFNODE_UPLOAD_RATE', flag: '--upload-rate' }
+  uploadRate: { env: 'DFNODE_UPLOAD_RATE', flag: '--upload-rate' },
+  dataPort: { env: 'DFNODE_DATA_PORT', flag: '--data-port' }
 }
 
 /** Default listen multiaddrs of a supernode: a fixed port other nodes can be configured with. */
@@ -116,6 +120,7 @@ export function defaultConfig (role: string, home: string = homedir()): Config {
     timeoutMs: 0,
     seedMs: 0,
     storeQuotaBytes: DEFAULT_STORE_QUOTA,
-    uploadRate: 0
+    uploadRate: 0,
+    dataPort: 0
   }
 }

@@ -58,6 +58,14 @@ function toBoolean (raw: unknown, context: ValueContext): boolean {
   throw invalidValue(context, raw, 'true or false (also yes/no, on/off, 1/0)')
 }
 
+/** Parses the port of direct links: 0 to 65535, or false for "off". */
+function toDataPort (raw: unknown, context: ValueContext): number | false {
+  if (raw === false || (typeof raw === 'string' && raw.trim().toLowerCase() === 'off')) return false
+  const port = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw
+  if (typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535) return port
+  throw invalidValue(context, raw, 'a TCP port from 1 to 65535, 0 for one the system picks, or off to send pieces over libp2p only')
+}
+
 /** Turns a list (array or comma-separated string) into its trimmed, non-empty entries. */
 function toList (raw: unknown, context: ValueContext, expected: string): string[] {
   const items = typeof raw === 'string' ? [raw] : raw
@@ -171,7 +179,8 @@ export const VALUE_PARSERS: ValueParsers = {
   timeoutMs: toDuration,
   seedMs: toDuration,
   storeQuotaBytes: toStoreQuota,
-  uploadRate: (raw, context) => toSize(raw, context, 'bytes per second, or a size with a unit such as 10MiB; 0 for no limit')
+  uploadRate: (raw, context) => toSize(raw, context, 'bytes per second, or a size with a unit such as 10MiB; 0 for no limit'),
+  dataPort: toDataPort
 }
 
 /** Parses the raw value of one key. */

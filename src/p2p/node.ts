@@ -10,7 +10,7 @@ import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
-import { multiaddr } from '@multiformats/multiaddr'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { ConfigError } from '../errors.ts'
 import { noiseCrypto } from './noise-crypto.ts'
@@ -128,6 +128,11 @@ function fastMessageId (message: { from?: Uint8Array, seqno?: Uint8Array }): str
 /** Returns the node's listen addresses with its peer id, as strings. */
 export function nodeAddresses (node: DfnodeLibp2p): string[] {
   return node.getMultiaddrs().map(address => address.toString())
+}
+
+/** Returns the IP address or DNS name of a multiaddr such as /ip4/198.18.0.2/tcp/8002, or undefined when it has none. */
+export function hostOfAddress (address: Multiaddr): string | undefined {
+  return address.getComponents().find(component => ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(component.name))?.value
 }
 
 /** Parses a multiaddr string, returning the libp2p value. */

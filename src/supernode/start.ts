@@ -25,7 +25,7 @@ const QUIET_MS = 2000
 export async function startSupernode (config: Config, logger: Logger): Promise<SupernodeHandle> {
   const privateKey = await loadIdentity(config.dataDir)
   // Other supernodes are DHT bootstrap peers; a supernode never sends them seed requests.
-  const engine = await Engine.create({ ...engineInitFromConfig(config, privateKey, logger), allowOrigins: config.allowOrigins, backSource: true })
+  const engine = await Engine.create({ ...engineInitFromConfig(config, privateKey, logger), allowOrigins: config.allowOrigins, backSource: true, eagerLinks: false })
   const seeds = new SeedService({
     node: engine.node,
     origin: engine.origin,

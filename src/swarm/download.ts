@@ -21,6 +21,8 @@ import type { ContentRecord, ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
+import type { DirectPool } from './direct-pool.ts'
+import { FramedStream } from './frames.ts'
 import { ownPiece, releasePiece } from './piece-buffers.ts'
 import type { PeerSlots } from './peer-slots.ts'
 import { endgameReached, pickPiece } from './piece-picker.ts'
@@ -39,6 +41,8 @@ export interface DownloadComponents {
   discovery: Discovery
   origin: OriginClient
   logger: Logger
+  /** Direct links to other peers, shared by the downloads; pieces come over libp2p streams only when undefined. */
+  links?: DirectPool
 }
 
 /**
@@ -185,6 +189,8 @@ export class Download {
   private duplicateBytes = 0
   /** Piece bytes received on requests that failed before the piece was complete. */
   private abortedBytes = 0
+  /** Holders whose pieces came over a direct link. */
+  private directLinks = 0
   /** Piece bytes received on end-game copies that were cancelled once another holder's copy arrived. */
   private cancelledBytes = 0
   /** End-game copies cancelled. */
@@ -613,7 +619,7 @@ export class Download {
     const client = await this.clientFor(source)
     if (client == null) return
     try {
-      const response = await client.have()
+      const response = await client.have(this.key)
       if (response.manifest != null) {
         try {
           this.adoptManifest(decodeManifest(response.manifest), source)
@@ -630,15 +636,36 @@ export class Download {
     }
   }
 
+  /**
+   * Returns the client that piece requests to `source` go to: the direct link to it when one
+   * is open, else a piece stream on the libp2p connection, opened on first use. A stream that
+   * a direct link replaces closes once it has served its requests.
+   */
   private async clientFor (source: Source): Promise<PieceClient | undefined> {
+    const link = this.components.links?.get(source.peer)
+    if (link != null) {
+      if (source.client !== link) {
+        if (source.client != null && !this.components.links!.owns(source.client)) {
+          source.draining = source.client
+          source.client.closeWhenIdle()
+        }
+        source.client = link
+        if (!source.linked) this.directLinks++
+        source.linked = true
+      }
+      return link
+    }
     if (source.client != null && !source.client.closed) return source.client
     source.connecting ??= (async () => {
       // The dial deadline must not outlive the dial: libp2p keeps the signal on the stream it opens.
       const deadline = new AbortController()
       const timer = setTimeout(() => { deadline.abort(new TimeoutError(`dialling ${source.id} timed out`)) }, DIAL_TIMEOUT_MS)
       try {
-        const stream = await this.components.node.dialProtocol(source.peer, PIECE_PROTOCOL, { signal: AbortSignal.any([this.controller.signal, deadline.signal]) })
-        source.client = new PieceClient(stream, this.key, { stallMs: this.init.stallMs ?? 10_000 })
+        const signal = AbortSignal.any([this.controller.signal, deadline.signal])
+        const connection = await this.components.node.dial(source.peer, { signal })
+        const stream = await connection.newStream(PIECE_PROTOCOL, { signal })
+        source.client = new PieceClient(new FramedStream(stream), { stallMs: this.init.stallMs ?? 10_000 })
+        this.components.links?.request(source.peer)
         source.failures = 0
         return source.client
       } catch (err) {
@@ -652,7 +679,12 @@ export class Download {
     return await source.connecting
   }
 
-  private dropClient (source: Source, err: Error): void {
+  /** Ends the piece stream of `source` after it failed. A failure of a stream that a direct link replaced ends that stream only. */
+  private dropClient (source: Source, err: Error, client?: PieceClient): void {
+    if (client != null && client !== source.client) {
+      client.abort(err)
+      return
+    }
     source.client?.abort(err)
     source.client = undefined
     source.failures++
@@ -733,11 +765,12 @@ export class Download {
     this.inflightCount[index] = (this.inflightCount[index] ?? 0) + 1
     this.requested.add(index)
     let received = 0
+    let client: PieceClient | undefined
     void (async () => {
       try {
-        const client = await this.clientFor(source)
+        client = await this.clientFor(source)
         if (client == null) return
-        const bytes = await client.get(index, count => { received += count })
+        const bytes = await client.get(this.key, index, count => { received += count })
         if (bytes === 'missing') {
           source.has.delete(index)
           return
@@ -771,7 +804,7 @@ export class Download {
         }
       } catch (err) {
         this.abortedBytes += received
-        if (this.failure == null && !this.finished) this.dropClient(source, err as Error)
+        if (this.failure == null && !this.finished) this.dropClient(source, err as Error, client)
       } finally {
         this.components.slots?.release(source.id)
         source.inflight.delete(index)
@@ -865,7 +898,8 @@ export class Download {
     if (bytes != null && index >= this.hashed && index < this.hashed + RECENT_PIECES) this.recent.set(index, bytes)
     // End-game copies of this piece still in flight are withdrawn.
     for (const source of this.sources.values()) {
-      if (source.inflight.has(index) && source.client?.cancel(index) === true) this.cancelled++
+      if (!source.inflight.has(index)) continue
+      if (source.client?.cancel(this.key, index) === true || source.draining?.cancel(this.key, index) === true) this.cancelled++
     }
     for (const wake of this.waiters.get(index) ?? []) wake()
     this.waiters.delete(index)
@@ -919,7 +953,7 @@ export class Download {
     this.saveRecord()
     this.components.discovery.provide(this.key)
     this.cleanup()
-    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, duplicateBytes: this.duplicateBytes, cancelled: this.cancelled, cancelledBytes: this.cancelledBytes, abortedBytes: this.abortedBytes, ms: Date.now() - this.started }, 'download complete')
+    this.components.logger.info({ key: this.key.toString(), bytes: layout.size, ...this.stats, duplicateBytes: this.duplicateBytes, cancelled: this.cancelled, cancelledBytes: this.cancelledBytes, abortedBytes: this.abortedBytes, directLinks: this.directLinks, ms: Date.now() - this.started }, 'download complete')
     this.resolveDone()
   }
 
@@ -969,8 +1003,11 @@ export class Download {
     this.unslot?.()
     this.unslot = undefined
     for (const source of this.sources.values()) {
-      void source.client?.close()
+      // A direct link serves other downloads too, and stays open.
+      if (source.client != null && this.components.links?.owns(source.client) !== true) void source.client.close()
       source.client = undefined
+      void source.draining?.close()
+      source.draining = undefined
     }
     for (const bytes of this.recent.values()) releasePiece(bytes)
     this.recent.clear()

@@ -10,7 +10,7 @@ import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { OriginClient } from '../origin/client.ts'
-import { createNode, dialFailureReason, nodeAddresses, type DfnodeLibp2p } from '../p2p/node.ts'
+import { createNode, dialFailureReason, hostOfAddress, nodeAddresses, toMultiaddr, type DfnodeLibp2p } from '../p2p/node.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { ContentRecords } from '../store/content-records.ts'
 import { PieceStore } from '../store/piece-store.ts'
@@ -18,6 +18,9 @@ import { Discovery } from './discovery.ts'
 import { Download, type DownloadInit, type PieceSink } from './download.ts'
 import { PeerSlots } from './peer-slots.ts'
 import { PieceServer } from './piece-server.ts'
+import { DirectServer } from './direct-link.ts'
+import { DirectPool } from './direct-pool.ts'
+import { ConfigError } from '../errors.ts'
 import { RateLimiter } from './rate-limiter.ts'
 import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
 
@@ -36,6 +39,13 @@ export interface EngineInit {
   storeQuotaBytes?: number
   /** Upload limit in bytes per second; 0 or undefined for none. */
   uploadRate?: number
+  /** Port of direct links, 0 for one the system picks; none when false or undefined. */
+  dataPort?: number | false
+  /**
+   * Open a direct link to each peer as soon as it connects, instead of when a download first
+   * requests a piece from it. Default true; a supernode, which downloads nothing from peers, passes false.
+   */
+  eagerLinks?: boolean
   logger: Logger
   /** Downloader tuning, see DownloadInit. */
   tuning?: Pick<DownloadInit, 'peerRequests' | 'supernodeRequests' | 'stallMs' | 'holderWaitMs' | 'seedDialDelaysMs'>
@@ -54,8 +64,21 @@ export function engineInitFromConfig (config: Config, privateKey: PrivateKey, lo
     filter: config.filter,
     storeQuotaBytes: config.storeQuotaBytes,
     uploadRate: config.uploadRate,
+    dataPort: config.dataPort,
     logger
   }
+}
+
+/**
+ * Returns the address direct links listen on: the host of the first listen multiaddr,
+ * which is also where peers reach the libp2p node.
+ */
+function directHost (listen: string[]): string {
+  for (const address of listen) {
+    const host = hostOfAddress(toMultiaddr(address))
+    if (host != null) return host
+  }
+  return '0.0.0.0'
 }
 
 /** Piece requests in flight to one peer over all downloads: two downloads' worth. */
@@ -80,6 +103,10 @@ export class Engine {
   readonly discovery: Discovery
   readonly origin: OriginClient
   readonly pieceServer: PieceServer
+  /** Server of direct links; undefined when they are off. */
+  readonly direct?: DirectServer
+  /** Direct links to other peers; undefined when they are off. */
+  readonly links?: DirectPool
   readonly logger: Logger
   private readonly init: EngineInit
   private readonly downloads = new Map<string, Download>()
@@ -93,13 +120,37 @@ export class Engine {
     this.records = new ContentRecords({ dir: join(init.dataDir, 'store'), logger: init.logger })
     this.discovery = new Discovery(node, init.logger)
     this.origin = new OriginClient({ logger: init.logger, ...(init.allowOrigins != null ? { allowedOrigins: init.allowOrigins } : {}) })
-    this.pieceServer = new PieceServer({ node, store: this.store, records: this.records, logger: init.logger, ...(init.uploadRate != null && init.uploadRate > 0 ? { limiter: new RateLimiter(init.uploadRate) } : {}) })
+    if (init.dataPort != null && init.dataPort !== false) {
+      this.direct = new DirectServer({
+        host: directHost(init.listen),
+        port: init.dataPort,
+        logger: init.logger,
+        onLink: (channel, peer) => { void this.pieceServer.serve(channel, peer, true) }
+      })
+      this.links = new DirectPool({ node, logger: init.logger, stallMs: init.tuning?.stallMs ?? 10_000 })
+    }
+    this.pieceServer = new PieceServer({
+      node,
+      store: this.store,
+      records: this.records,
+      logger: init.logger,
+      ...(init.uploadRate != null && init.uploadRate > 0 ? { limiter: new RateLimiter(init.uploadRate) } : {}),
+      ...(this.direct != null ? { direct: this.direct } : {})
+    })
   }
 
   /** Creates the node and opens the store; dials the supernodes in the background. */
   static async create (init: EngineInit): Promise<Engine> {
     const node = await createNode({ privateKey: init.privateKey, listen: init.listen, ...(init.announce != null ? { announce: init.announce } : {}) })
     const engine = new Engine(init, node)
+    try {
+      await engine.direct?.start()
+    } catch (err) {
+      await node.stop()
+      const code = (err as NodeJS.ErrnoException).code
+      const reason = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : (err as Error).message
+      throw new ConfigError(`cannot listen for direct links on port ${String(init.dataPort)}: ${reason}: pass another --data-port, 0 for one the system picks, or off`, { cause: err })
+    }
     await engine.start()
     return engine
   }
@@ -109,6 +160,7 @@ export class Engine {
     await this.records.start()
     this.discovery.start()
     await this.pieceServer.start()
+    if (this.init.eagerLinks !== false) this.links?.start()
     for (const address of this.init.supernodes) {
       this.node.dial((await import('@multiformats/multiaddr')).multiaddr(address), { signal: AbortSignal.timeout(10_000) })
         .catch((err: Error) => { this.logger.info({ supernode: address, err: dialFailureReason(err) }, 'cannot reach supernode yet') })
@@ -143,7 +195,7 @@ export class Engine {
       pieceSize: this.init.pieceSize,
       ...this.init.tuning,
       ...(request.sink != null ? { sink: request.sink } : {})
-    }, { node: this.node, slots: this.slots, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger })
+    }, { node: this.node, slots: this.slots, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger, ...(this.links != null ? { links: this.links } : {}) })
     this.downloads.set(id, download)
     download.done.then(
       () => { this.forget(id, download) },
@@ -194,6 +246,8 @@ export class Engine {
     for (const download of this.downloads.values()) download.abort(new Error('engine stopping'))
     this.discovery.stop()
     await this.pieceServer.stop().catch(() => {})
+    this.links?.stop()
+    await this.direct?.stop().catch(() => {})
     await this.node.stop()
     await this.records.flush().catch(() => {})
     await this.records.stop()

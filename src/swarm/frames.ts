@@ -4,19 +4,13 @@
  */
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { PieceChannel, WriteHooks } from './channel.ts'
 import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 
 /** Read buffer allowed per stream: pipelined pieces are bounded by the callers to well below it. */
 const MAX_BUFFER_BYTES = 96 * 1024 * 1024
 
-export interface WriteHooks {
-  /** Awaited before each data frame, with its length, for an upload limit. */
-  beforeChunk?: (length: number) => Promise<void>
-  /** Called before each data frame. When it returns true, the bytes end early. */
-  stop?: () => boolean
-}
-
-export class FramedStream {
+export class FramedStream implements PieceChannel {
   readonly stream: Stream
   private readonly lp: LengthPrefixedStream<Stream>
 

@@ -1,24 +1,29 @@
 /**
- * Client side of PIECE_PROTOCOL on one stream to one peer: pipelined requests,
+ * Client side of PIECE_PROTOCOL on one libp2p stream or direct link to one peer,
+ * for any number of contents: pipelined requests,
  * responses matched in order, a stall timer per request, and cancels of
  * piece requests that another holder has served.
  */
-import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import { ProtocolError, TimeoutError } from '../errors.ts'
 import { MAX_PIECE_SIZE } from '../content/pieces.ts'
-import { FramedStream } from './frames.ts'
+import { sameCid } from '../content/ids.ts'
+import type { PieceChannel } from './channel.ts'
+import type { Ticket } from './direct-link.ts'
 import { decodePieceResponse, type PieceResponse } from './wire.ts'
 
 type HaveResponse = Extract<PieceResponse, { t: 'have' }>
+type Answer = PieceResult | HaveResponse | Ticket | undefined
 
 /** Result of a piece request: the bytes, or why there are none. */
 export type PieceResult = Uint8Array | 'missing' | 'busy' | 'cancelled'
 
 interface Pending {
-  kind: 'have' | 'get'
+  kind: 'have' | 'get' | 'direct'
   index: number
-  resolve: (value: PieceResult | HaveResponse) => void
+  /** Content of a piece request. */
+  key?: CID
+  resolve: (value: Answer) => void
   reject: (err: Error) => void
   onBytes?: (bytes: number) => void
   /** Set once a cancel for this request was sent. */
@@ -31,18 +36,18 @@ export interface PieceClientInit {
 }
 
 export class PieceClient {
-  private readonly framed: FramedStream
-  private readonly key: CID
+  private readonly framed: PieceChannel
   private readonly pending: Pending[] = []
   private readonly stallMs: number
   private stallTimer?: NodeJS.Timeout
   private lastProgress = Date.now()
   private failure?: Error
   private reading = false
+  /** Set by closeWhenIdle. */
+  private closing = false
 
-  constructor (stream: Stream, key: CID, init: PieceClientInit) {
-    this.framed = new FramedStream(stream)
-    this.key = key
+  constructor (channel: PieceChannel, init: PieceClientInit) {
+    this.framed = channel
     this.stallMs = init.stallMs
   }
 
@@ -51,32 +56,44 @@ export class PieceClient {
     return this.pending.length
   }
 
+  /** True once the client takes no new requests. */
   get closed (): boolean {
-    return this.failure != null
+    return this.failure != null || this.closing
   }
 
-  /** Asks for the peer's bitfield (and manifest when complete). */
-  async have (): Promise<HaveResponse> {
-    return await this.request({ t: 'have', key: this.key }, 'have', -1) as HaveResponse
+  /** Asks for the peer's bitfield of content `key` (and its manifest when complete). */
+  async have (key: CID): Promise<HaveResponse> {
+    return await this.request({ t: 'have', key }, 'have', -1) as HaveResponse
+  }
+
+  /** Asks for a ticket to a direct link; resolves undefined when the peer offers none. */
+  async direct (): Promise<Ticket | undefined> {
+    return await this.request({ t: 'direct' }, 'direct', -1) as Ticket | undefined
   }
 
   /**
-   * Fetches piece `index`. Resolves 'missing' when the peer no longer has it,
+   * Fetches piece `index` of content `key`. Resolves 'missing' when the peer no longer has it,
    * and 'busy' when it wants the piece fetched from others first. After
    * `cancel`, resolves 'cancelled', or the bytes if they had all arrived.
    */
-  async get (index: number, onBytes?: (bytes: number) => void): Promise<PieceResult> {
-    return await this.request({ t: 'get', key: this.key, i: index }, 'get', index, onBytes) as PieceResult
+  async get (key: CID, index: number, onBytes?: (bytes: number) => void): Promise<PieceResult> {
+    return await this.request({ t: 'get', key, i: index }, 'get', index, onBytes, key) as PieceResult
   }
 
-  /** Withdraws the request for piece `index`. Returns false when none is in flight. */
-  cancel (index: number): boolean {
+  /** Withdraws the request for piece `index` of `key`. Returns false when none is in flight. */
+  cancel (key: CID, index: number): boolean {
     if (this.failure != null) return false
-    const entry = this.pending.find(pending => pending.kind === 'get' && pending.index === index && pending.cancelled !== true)
+    const entry = this.pending.find(pending => pending.kind === 'get' && pending.index === index && pending.cancelled !== true && pending.key != null && sameCid(pending.key, key))
     if (entry == null) return false
     entry.cancelled = true
-    this.framed.write({ t: 'cancel', key: this.key, i: index }).catch((err: Error) => { this.abort(err) })
+    this.framed.write({ t: 'cancel', key, i: index }).catch((err: Error) => { this.abort(err) })
     return true
+  }
+
+  /** Rejects new requests, and closes the stream once the peer has responded to those in flight. */
+  closeWhenIdle (): void {
+    this.closing = true
+    if (this.pending.length === 0) void this.close()
   }
 
   /** Fails every request in flight and closes the stream. */
@@ -96,12 +113,14 @@ export class PieceClient {
     await this.framed.close()
   }
 
-  private async request (message: object, kind: 'have' | 'get', index: number, onBytes?: (bytes: number) => void): Promise<PieceResult | HaveResponse> {
+  private async request (message: object, kind: Pending['kind'], index: number, onBytes?: (bytes: number) => void, key?: CID): Promise<Answer> {
     if (this.failure != null) throw this.failure
-    const { promise, resolve, reject } = Promise.withResolvers<PieceResult | HaveResponse>()
+    if (this.closing) throw new ProtocolError('the piece stream is closing because a direct link replaced it')
+    const { promise, resolve, reject } = Promise.withResolvers<Answer>()
     // close() or abort() may reject it while the write below is pending. The await at the end still receives that rejection.
     promise.catch(() => {})
     const entry: Pending = { kind, index, resolve, reject }
+    if (key != null) entry.key = key
     if (onBytes != null) entry.onBytes = onBytes
     if (this.pending.length === 0) this.lastProgress = Date.now()
     this.pending.push(entry)
@@ -129,6 +148,10 @@ export class PieceClient {
   private async readLoop (): Promise<void> {
     try {
       while (this.failure == null) {
+        if (this.closing && this.pending.length === 0) {
+          await this.close()
+          return
+        }
         const frame = await this.framed.read()
         if (frame == null) throw new ProtocolError('peer closed the piece stream')
         this.lastProgress = Date.now()
@@ -140,6 +163,12 @@ export class PieceClient {
           if (entry.kind !== 'have') throw new ProtocolError('peer responded to a piece request with a bitfield')
           this.pending.shift()
           entry.resolve(response)
+          continue
+        }
+        if (response.t === 'direct') {
+          if (entry.kind !== 'direct') throw new ProtocolError('peer sent a direct-link ticket to another request')
+          this.pending.shift()
+          entry.resolve(response.port != null && response.id != null && response.psk != null ? { port: response.port, id: response.id, psk: response.psk } : undefined)
           continue
         }
         if (entry.kind !== 'get' || response.i !== entry.index) throw new ProtocolError(`peer sent piece ${response.i} out of order`)

@@ -1,14 +1,16 @@
 /**
- * Serves bitfields and verified pieces to other peers over PIECE_PROTOCOL.
- * Requests on one stream are served in order, so clients may pipeline them,
- * and a client may cancel a piece request it no longer needs.
+ * Serves bitfields and verified pieces to other peers over PIECE_PROTOCOL, on
+ * libp2p streams and on direct links. Requests on one stream are served in
+ * order, so clients may pipeline them, and a client may cancel a piece
+ * request it no longer needs.
  */
-import type { Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import { encodeManifest } from '../content/manifest.ts'
 import type { Logger } from '../log.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
+import type { PieceChannel } from './channel.ts'
+import type { DirectServer } from './direct-link.ts'
 import { FramedStream } from './frames.ts'
 import { RequestQueue, type QueuedRequest } from './request-queue.ts'
 import type { RateLimiter } from './rate-limiter.ts'
@@ -22,6 +24,8 @@ export interface PieceServerComponents {
   logger: Logger
   /** Shared upload limit; none when undefined. */
   limiter?: RateLimiter
+  /** Issues tickets for direct links; none are offered when undefined. */
+  direct?: DirectServer
 }
 
 /**
@@ -37,6 +41,8 @@ export interface UploadPolicy {
 export interface UploadStats {
   /** Piece bytes sent to other peers, cancelled pieces' sent part included. */
   uploaded: number
+  /** The part of `uploaded` sent over direct links. */
+  uploadedDirect: number
   /** Pieces sent whole. */
   pieces: number
   /** Piece uploads in progress. */
@@ -47,7 +53,7 @@ export interface UploadStats {
 const STREAM_IDLE_MS = 120_000
 
 export class PieceServer {
-  readonly stats: UploadStats = { uploaded: 0, pieces: 0, active: 0 }
+  readonly stats: UploadStats = { uploaded: 0, uploadedDirect: 0, pieces: 0, active: 0 }
   private readonly components: PieceServerComponents
   private policy?: UploadPolicy
   /** Time the last piece upload started or ended, in ms since the epoch. */
@@ -68,7 +74,10 @@ export class PieceServer {
   }
 
   async start (): Promise<void> {
-    await this.components.node.handle(PIECE_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: 256 })
+    await this.components.node.handle(PIECE_PROTOCOL, (stream, connection) => {
+      stream.inactivityTimeout = STREAM_IDLE_MS
+      void this.serve(new FramedStream(stream), connection.remotePeer.toString(), false)
+    }, { maxInboundStreams: 256 })
   }
 
   async stop (): Promise<void> {
@@ -86,10 +95,9 @@ export class PieceServer {
     return { bits, size: record.size, pieceSize: record.pieceSize }
   }
 
-  private async serve (stream: Stream, peer: string): Promise<void> {
-    const framed = new FramedStream(stream)
+  /** Serves the requests of one libp2p stream, or of a direct link when `direct` is true, from `peer` until it ends. */
+  async serve (framed: PieceChannel, peer: string, direct: boolean): Promise<void> {
     const { logger } = this.components
-    stream.inactivityTimeout = STREAM_IDLE_MS
 
     // The reader takes requests off the stream while a piece is sent, so a cancel reaches them in time.
     const queue = new RequestQueue()
@@ -112,12 +120,12 @@ export class PieceServer {
       while (true) {
         const request = await queue.take()
         if (request == null) break
-        await this.respond(framed, request, peer)
+        await this.respond(framed, request, peer, direct)
       }
       await reader
       await framed.close()
     } catch (err) {
-      logger.debug({ err, peer: stream.id }, 'piece stream ended with an error')
+      logger.debug({ err, peer }, 'piece stream ended with an error')
       // A reader waiting for room in the queue stops too.
       queue.end()
       framed.abort(err as Error)
@@ -125,8 +133,13 @@ export class PieceServer {
   }
 
   /** Responds to one request: with a bitfield, or with a piece as a header and data frames. */
-  private async respond (framed: FramedStream, request: QueuedRequest, peer: string): Promise<void> {
+  private async respond (framed: PieceChannel, request: QueuedRequest, peer: string, direct: boolean): Promise<void> {
     const { store, records } = this.components
+
+    if (request.t === 'direct') {
+      await framed.write({ t: 'direct', ...this.components.direct?.ticket(peer) })
+      return
+    }
 
     // Bitfield and, for a complete content, its manifest.
     if (request.t === 'have') {
@@ -172,6 +185,7 @@ export class PieceServer {
       this.stats.active--
       this.lastUpload = Date.now()
       this.stats.uploaded += sent
+      if (direct) this.stats.uploadedDirect += sent
       if (sent === piece.size) this.stats.pieces++
       await piece.close()
       this.policy?.finished?.(request.key, request.i, peer, sent === piece.size)

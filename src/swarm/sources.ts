@@ -18,6 +18,8 @@ export class Source {
   /** Pieces requested from this holder and not received yet. */
   readonly inflight = new Set<number>()
   client?: PieceClient
+  /** The libp2p stream that a direct link replaced, until its requests are served. */
+  draining?: PieceClient
   connecting?: Promise<PieceClient | undefined>
   /** Bytes of verified pieces received from it. */
   bytes = 0
@@ -31,6 +33,8 @@ export class Source {
   readonly deferred = new Map<number, number>()
   /** Last time its bitfield was requested, ms since epoch. */
   polledAt = 0
+  /** Set once its pieces came over a direct link. */
+  linked = false
 
   constructor (peer: PeerId, supernode: boolean) {
     this.peer = peer

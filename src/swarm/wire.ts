@@ -54,6 +54,8 @@ export type PieceRequest =
   // Withdraws a 'get' sent earlier on the same stream. A request not yet served gets 'cancelled';
   // a piece being sent ends early with an empty data frame.
   | { t: 'cancel', key: CID, i: number }
+  // Asks for a ticket to a direct link (src/swarm/direct-link.ts).
+  | { t: 'direct' }
 
 export type PieceResponse =
   | { t: 'have', bits?: Uint8Array, size?: number, pieceSize?: number, manifest?: Uint8Array }
@@ -61,6 +63,8 @@ export type PieceResponse =
   | { t: 'missing', i: number }
   | { t: 'busy', i: number }
   | { t: 'cancelled', i: number }
+  // A ticket, or no fields when the holder offers no direct link.
+  | { t: 'direct', port?: number, id?: string, psk?: Uint8Array }
 
 export interface HaveMessage {
   /** Indexes of pieces the sender has verified since its last message. */
@@ -166,6 +170,7 @@ export function decodeSeedEvent (bytes: Uint8Array): SeedEvent {
 /** Decodes a piece-protocol request. */
 export function decodePieceRequest (bytes: Uint8Array): PieceRequest {
   const map = decodeMap(bytes, 'piece request')
+  if (map.t === 'direct') return { t: 'direct' }
   const key = asCid(map.key, 'piece request key')
   if (map.t === 'have') return { t: 'have', key }
   if (map.t === 'get' && isIndex(map.i)) return { t: 'get', key, i: map.i }
@@ -196,6 +201,12 @@ export function decodePieceResponse (bytes: Uint8Array): PieceResponse {
       break
     case 'cancelled':
       if (isIndex(map.i)) return { t: 'cancelled', i: map.i }
+      break
+    case 'direct':
+      if (map.port == null && map.id == null && map.psk == null) return { t: 'direct' }
+      if (isIndex(map.port, 65536) && map.port > 0 && typeof map.id === 'string' && map.id.length <= 128 && map.psk instanceof Uint8Array && map.psk.byteLength === 32) {
+        return { t: 'direct', port: map.port, id: map.id, psk: map.psk }
+      }
       break
   }
   throw new ProtocolError('invalid piece response')

@@ -23,6 +23,7 @@ export function testSupernodeConfig (dataDir: string, overrides: Partial<Config>
     seedMs: 0,
     storeQuotaBytes: 1024 * MiB,
     uploadRate: 0,
+    dataPort: 0,
     ...overrides
   }
 }

@@ -1,0 +1,32 @@
+/**
+ * The transport interface of the piece protocol: control frames, and piece
+ * bytes sent as data frames that an empty frame ends early. A libp2p stream
+ * (`FramedStream`) and a direct TLS connection (`SocketChannel`) implement it.
+ */
+
+export interface WriteHooks {
+  /** Awaited before each data frame, with its length, for an upload limit. */
+  beforeChunk?: (length: number) => Promise<void>
+  /** Called before each data frame. When it returns true, the bytes end early. */
+  stop?: () => boolean
+}
+
+export interface PieceChannel {
+  /** Reads the next control frame; resolves undefined when the remote closed cleanly between frames. */
+  read: () => Promise<Uint8Array | undefined>
+  /** Writes one control frame. */
+  write: (message: object) => Promise<void>
+  /**
+   * Writes `length` bytes as data frames of at most CHUNK_BYTES each. Each frame is read with
+   * `readPart` just before it is sent, after `beforeChunk` resolves. When `stop` returns true
+   * before a frame, an empty data frame ends the bytes early. Returns the bytes written.
+   */
+  writeParts: (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks?: WriteHooks) => Promise<number>
+  /**
+   * Reads exactly `length` bytes sent with writeParts into one buffer, or returns undefined
+   * when the sender ended them early with an empty data frame.
+   */
+  readData: (length: number, onChunk?: (bytes: number) => void) => Promise<Uint8Array | undefined>
+  close: () => Promise<void>
+  abort: (err: Error) => void
+}

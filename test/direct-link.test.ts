@@ -1,0 +1,130 @@
+/**
+ * Direct links: piece transfers over TLS with a one-time pre-shared key,
+ * beside the libp2p connection. Real libp2p nodes, real TLS connections and a
+ * real origin, all on loopback.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { ConfigError } from '../src/errors.ts'
+import { silentLogger } from '../src/log.ts'
+import { ephemeralIdentity } from '../src/p2p/identity.ts'
+import { startSupernode, type SupernodeHandle } from '../src/supernode/start.ts'
+import { connectDirect, DirectServer, type Ticket } from '../src/swarm/direct-link.ts'
+import { Engine } from '../src/swarm/engine.ts'
+import type { SocketChannel } from '../src/swarm/socket-channel.ts'
+import { TestOrigin } from './helpers/origin-server.ts'
+import { testSupernodeConfig } from './helpers/supernode-config.ts'
+
+const MiB = 1024 * 1024
+
+describe('direct link server', () => {
+  const links: Array<{ channel: SocketChannel, peer: string }> = []
+  const server = new DirectServer({ host: '127.0.0.1', port: 0, logger: silentLogger(), onLink: (channel, peer) => { links.push({ channel, peer }) } })
+
+  before(async () => { await server.start() })
+  after(async () => { await server.stop() })
+
+  const connect = async (ticket: Ticket): Promise<SocketChannel> => await connectDirect('127.0.0.1', ticket, AbortSignal.timeout(5000))
+
+  it('ticket opens one link', async () => {
+    const ticket = server.ticket('peer-a')
+    assert.ok(ticket != null)
+    const client = await connect(ticket)
+    await client.write({ t: 'have' })
+    const served = links.at(-1)
+    // The link belongs to the peer that the ticket was issued to, and carries frames both ways.
+    assert.equal(served?.peer, 'peer-a')
+    assert.ok(await served.channel.read() != null)
+    const bytes = randomBytes(600 * 1024)
+    await served.channel.writeParts(bytes.byteLength, async (offset, length) => bytes.subarray(offset, offset + length))
+    assert.deepEqual(Buffer.from((await client.readData(bytes.byteLength))!), bytes)
+
+    await assert.rejects(connect(ticket), 'a used ticket opened a second link')
+    client.abort(new Error('test done'))
+  })
+
+  it('port in use stops the engine start', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'dfnode-direct-port-'))
+    try {
+      await assert.rejects(
+        Engine.create({ privateKey: await ephemeralIdentity(), dataDir, listen: ['/ip4/127.0.0.1/tcp/0'], supernodes: [], backSource: false, pieceSize: MiB, dataPort: server.port, logger: silentLogger() }),
+        (err: Error) => err instanceof ConfigError && err.message.includes(`port ${server.port}: the port is in use`) && err.message.includes('--data-port')
+      )
+    } finally {
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  })
+
+  it('rejects unknown identity and wrong key', async () => {
+    const ticket = server.ticket('peer-b')
+    assert.ok(ticket != null)
+    const before = links.length
+    await assert.rejects(connect({ ...ticket, id: 'not-a-ticket' }))
+    await assert.rejects(connect({ ...ticket, psk: randomBytes(32) }))
+    assert.equal(links.length, before)
+    // The wrong key used the ticket up; a new one still works.
+    const fresh = server.ticket('peer-b')
+    assert.ok(fresh != null)
+    const client = await connect(fresh)
+    assert.equal(links.length, before + 1)
+    client.abort(new Error('test done'))
+  })
+})
+
+describe('direct links in a download', () => {
+  const origin = new TestOrigin()
+  let dir = ''
+  let base = ''
+  const started: Array<{ stop: () => Promise<void> }> = []
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dfnode-direct-'))
+    base = await origin.start()
+  })
+
+  after(async () => {
+    for (const part of started.reverse()) await part.stop()
+    await origin.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  const startPair = async (name: string, supernodePort: number | false, peerPort: number | false): Promise<{ supernode: SupernodeHandle, peer: Engine }> => {
+    const supernode = await startSupernode(testSupernodeConfig(join(dir, `${name}-supernode`), { dataPort: supernodePort }), silentLogger())
+    started.push(supernode)
+    const peer = await Engine.create({ privateKey: await ephemeralIdentity(), dataDir: join(dir, `${name}-peer`), listen: ['/ip4/127.0.0.1/tcp/0'], supernodes: supernode.multiaddrs, backSource: false, pieceSize: MiB, dataPort: peerPort, logger: silentLogger() })
+    started.push(peer)
+    return { supernode, peer }
+  }
+
+  const download = async (peer: Engine, path: string, body: Buffer): Promise<void> => {
+    origin.files.set(path, { body })
+    const running = await peer.open({ url: `${base}${path}` })
+    await running.done
+    assert.equal(running.stats.fromSupernode, body.byteLength)
+    const chunks: Uint8Array[] = []
+    for await (const chunk of peer.readRange(running, 0, body.byteLength)) chunks.push(chunk)
+    assert.equal(createHash('sha256').update(Buffer.concat(chunks)).digest('hex'), createHash('sha256').update(body).digest('hex'))
+  }
+
+  it('pieces go over direct link', async () => {
+    const { supernode, peer } = await startPair('on', 0, 0)
+    const body = randomBytes(8 * MiB)
+    await download(peer, '/direct-on.bin', body)
+    const stats = supernode.engine.pieceServer.stats
+    assert.ok(stats.uploadedDirect > 0, `no piece bytes went over a direct link (${stats.uploaded} over libp2p)`)
+    assert.ok(stats.uploaded >= body.byteLength)
+  })
+
+  it('pieces go over libp2p without link', async () => {
+    const { supernode, peer } = await startPair('off', false, 0)
+    assert.equal(supernode.engine.direct, undefined)
+    const body = randomBytes(4 * MiB)
+    await download(peer, '/direct-off.bin', body)
+    assert.equal(supernode.engine.pieceServer.stats.uploadedDirect, 0)
+    assert.ok(supernode.engine.pieceServer.stats.uploaded >= body.byteLength)
+  })
+})
