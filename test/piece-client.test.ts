@@ -78,7 +78,11 @@ describe('piece client', () => {
     behaviour = 'good'
     const pieces = await open(5000)
     const results = await Promise.all([pieces.get(key, 0), pieces.get(key, 1), pieces.get(key, 2)])
-    for (const result of results) assert.deepEqual(result, piece)
+    for (const result of results) {
+      assert.ok(typeof result === 'object', `expected a piece, got ${String(result)}`)
+      assert.deepEqual(result.bytes, piece)
+      assert.ok(result.cid.equals(key), 'the CID hashed on arrival differs from the piece CID')
+    }
     await pieces.close()
   })
 })

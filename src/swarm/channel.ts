@@ -24,9 +24,10 @@ export interface PieceChannel {
   writeParts: (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks?: WriteHooks) => Promise<number>
   /**
    * Reads exactly `length` bytes sent with writeParts into one buffer, or returns undefined
-   * when the sender ended them early with an empty data frame.
+   * when the sender ended them early with an empty data frame. `onChunk` gets each data
+   * frame's part of the buffer as soon as it is filled.
    */
-  readData: (length: number, onChunk?: (bytes: number) => void) => Promise<Uint8Array | undefined>
+  readData: (length: number, onChunk?: (chunk: Uint8Array) => void) => Promise<Uint8Array | undefined>
   close: () => Promise<void>
   abort: (err: Error) => void
 }

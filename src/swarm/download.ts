@@ -770,20 +770,21 @@ export class Download {
       try {
         client = await this.clientFor(source)
         if (client == null) return
-        const bytes = await client.get(this.key, index, count => { received += count })
-        if (bytes === 'missing') {
+        const result = await client.get(this.key, index, count => { received += count })
+        if (result === 'missing') {
           source.has.delete(index)
           return
         }
-        if (bytes === 'busy') {
+        if (result === 'busy') {
           source.deferred.set(index, Date.now() + BUSY_RETRY_MS)
           setTimeout(() => { this.schedule() }, BUSY_RETRY_MS).unref()
           return
         }
-        if (bytes === 'cancelled') {
+        if (result === 'cancelled') {
           this.cancelledBytes += received
           return
         }
+        const bytes = result.bytes
         ownPiece(bytes)
         try {
           if (this.local[index] === true) {
@@ -791,7 +792,7 @@ export class Download {
             return
           }
           const expected = this.cids[index]
-          const actual = await cidOfBytes(bytes)
+          const actual = result.cid
           if (expected == null || !sameCid(actual, expected)) {
             this.ban(source, `piece ${index} hashes to ${actual.toString()}, expected ${String(expected)}`)
             return

@@ -243,6 +243,8 @@ export class Engine {
   }
 
   async stop (): Promise<void> {
+    const { uploaded, uploadedDirect, pieces } = this.pieceServer.stats
+    if (uploaded > 0) this.logger.info({ uploaded, uploadedDirect, pieces }, 'piece uploads')
     for (const download of this.downloads.values()) download.abort(new Error('engine stopping'))
     this.discovery.stop()
     await this.pieceServer.stop().catch(() => {})

@@ -63,7 +63,7 @@ export class FramedStream implements PieceChannel {
    * undefined when the sender ended them early with an empty data frame. The buffer is not
    * zeroed first: every byte of it is written before it is returned, and it is dropped otherwise.
    */
-  async readData (length: number, onChunk?: (bytes: number) => void, options?: AbortOptions): Promise<Uint8Array | undefined> {
+  async readData (length: number, onChunk?: (chunk: Uint8Array) => void, options?: AbortOptions): Promise<Uint8Array | undefined> {
     const unzeroed = Buffer.allocUnsafe(length)
     const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, length)
     let filled = 0
@@ -76,8 +76,8 @@ export class FramedStream implements PieceChannel {
         out.set(part, at)
         at += part.byteLength
       }
+      onChunk?.(out.subarray(filled, filled + list.byteLength))
       filled += list.byteLength
-      onChunk?.(list.byteLength)
     }
     return out
   }

@@ -4,10 +4,11 @@
  * responses matched in order, a stall timer per request, and cancels of
  * piece requests that another holder has served.
  */
+import { createHash } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import { ProtocolError, TimeoutError } from '../errors.ts'
 import { MAX_PIECE_SIZE } from '../content/pieces.ts'
-import { sameCid } from '../content/ids.ts'
+import { cidOfSha256, sameCid } from '../content/ids.ts'
 import type { PieceChannel } from './channel.ts'
 import type { Ticket } from './direct-link.ts'
 import { decodePieceResponse, type PieceResponse } from './wire.ts'
@@ -15,8 +16,15 @@ import { decodePieceResponse, type PieceResponse } from './wire.ts'
 type HaveResponse = Extract<PieceResponse, { t: 'have' }>
 type Answer = PieceResult | HaveResponse | Ticket | undefined
 
-/** Result of a piece request: the bytes, or why there are none. */
-export type PieceResult = Uint8Array | 'missing' | 'busy' | 'cancelled'
+/** Bytes of a piece, with the CID they hash to. */
+export interface ReceivedPiece {
+  bytes: Uint8Array
+  /** CIDv1(raw, sha2-256) of `bytes`, hashed frame by frame as they arrived. */
+  cid: CID
+}
+
+/** Result of a piece request: the piece, or why there is none. */
+export type PieceResult = ReceivedPiece | 'missing' | 'busy' | 'cancelled'
 
 interface Pending {
   kind: 'have' | 'get' | 'direct'
@@ -43,7 +51,7 @@ export class PieceClient {
   private lastProgress = Date.now()
   private failure?: Error
   private reading = false
-  /** Set by closeWhenIdle. */
+  /** Closing flag, set by closeWhenIdle. */
   private closing = false
 
   constructor (channel: PieceChannel, init: PieceClientInit) {
@@ -184,13 +192,16 @@ export class PieceClient {
           continue
         }
         if (response.n > MAX_PIECE_SIZE) throw new ProtocolError(`peer announced a piece of ${response.n} bytes`)
-        const bytes = await this.framed.readData(response.n, (count) => {
+        // Each frame is hashed on arrival, so the piece's CID is ready with its last byte.
+        const hash = createHash('sha256')
+        const bytes = await this.framed.readData(response.n, (chunk) => {
           this.lastProgress = Date.now()
-          entry.onBytes?.(count)
+          hash.update(chunk)
+          entry.onBytes?.(chunk.byteLength)
         })
         if (bytes == null && entry.cancelled !== true) throw new ProtocolError(`peer ended piece ${response.i} early, which was not cancelled`)
         this.pending.shift()
-        entry.resolve(bytes ?? 'cancelled')
+        entry.resolve(bytes != null ? { bytes, cid: cidOfSha256(hash.digest()) } : 'cancelled')
       }
     } catch (err) {
       this.abort(err as Error)

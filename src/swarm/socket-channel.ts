@@ -70,7 +70,7 @@ export class SocketChannel implements PieceChannel {
   }
 
   /** The buffer is not zeroed first: every byte of it is written before it is returned. */
-  async readData (length: number, onChunk?: (bytes: number) => void): Promise<Uint8Array | undefined> {
+  async readData (length: number, onChunk?: (chunk: Uint8Array) => void): Promise<Uint8Array | undefined> {
     const unzeroed = Buffer.allocUnsafe(length)
     const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, length)
     let filled = 0
@@ -80,8 +80,8 @@ export class SocketChannel implements PieceChannel {
       if (frame === 0) return undefined
       if (frame > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
       await this.copyInto(out, filled, frame)
+      onChunk?.(out.subarray(filled, filled + frame))
       filled += frame
-      onChunk?.(frame)
     }
     return out
   }
