@@ -4,6 +4,9 @@
  * real origin, all on loopback.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import net from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -21,9 +24,14 @@ import { testSupernodeConfig } from './helpers/supernode-config.ts'
 
 const MiB = 1024 * 1024
 
+/** Resolves 'done' when `promise` settles within `ms`, else 'timed out'. */
+async function within (promise: Promise<unknown>, ms: number): Promise<string> {
+  return await Promise.race([promise.then(() => 'done'), sleep(ms, 'timed out', { ref: false })])
+}
+
 describe('direct link server', () => {
   const links: Array<{ channel: SocketChannel, peer: string }> = []
-  const server = new DirectServer({ host: '127.0.0.1', port: 0, logger: silentLogger(), onLink: (channel, peer) => { links.push({ channel, peer }) } })
+  const server = new DirectServer({ hosts: ['127.0.0.1'], port: 0, logger: silentLogger(), onLink: (channel, peer) => { links.push({ channel, peer }) } })
 
   before(async () => { await server.start() })
   after(async () => { await server.stop() })
@@ -72,6 +80,44 @@ describe('direct link server', () => {
     const client = await connect(fresh)
     assert.equal(links.length, before + 1)
     client.abort(new Error('test done'))
+  })
+})
+
+describe('direct link server on two hosts', () => {
+  it('listens on IPv4 and IPv6 at one port', async () => {
+    const links: Array<{ channel: SocketChannel, peer: string }> = []
+    const server = new DirectServer({ hosts: ['127.0.0.1', '::1'], port: 0, logger: silentLogger(), onLink: (channel, peer) => { links.push({ channel, peer }) } })
+    await server.start()
+    try {
+      for (const host of ['127.0.0.1', '::1']) {
+        const ticket = server.ticket(`peer-${host}`)
+        assert.ok(ticket != null)
+        const client = await connectDirect(host, ticket, AbortSignal.timeout(5000))
+        client.abort(new Error('test done'))
+      }
+      assert.deepEqual(links.map(link => link.peer), ['peer-127.0.0.1', 'peer-::1'])
+    } finally {
+      for (const link of links) link.channel.abort(new Error('test done'))
+      await server.stop()
+    }
+  })
+})
+
+describe('direct link server with silent connections', () => {
+  it('closes them, and stops while one is open', async () => {
+    const server = new DirectServer({ hosts: ['127.0.0.1'], port: 0, logger: silentLogger(), onLink: () => {} })
+    await server.start()
+    // A client that connects and sends nothing: the server ends it once the handshake times out.
+    const silent = net.connect(server.port, '127.0.0.1')
+    silent.on('error', () => {})
+    assert.equal(await within(once(silent, 'close'), 10_000), 'done', 'the server kept a silent connection open')
+
+    // Another one is open when the server stops: stop ends it instead of waiting for it.
+    const open = net.connect(server.port, '127.0.0.1')
+    open.on('error', () => {})
+    await once(open, 'connect')
+    assert.equal(await within(server.stop(), 3000), 'done', 'stop waited for an open connection')
+    assert.equal(await within(once(open, 'close'), 3000), 'done', 'the connection stayed open after stop')
   })
 })
 

@@ -28,7 +28,7 @@ export async function startDaemon (config: Config, logger: Logger): Promise<Daem
   const socketPath = controlSocketPath(config.dataDir)
   const control = new ControlServer(engine, logger, socketPath)
   await control.start()
-  logger.info({ peerId: engine.peerId, multiaddrs: engine.multiaddrs() }, 'daemon started')
+  logger.info({ peerId: engine.peerId, multiaddrs: engine.multiaddrs(), dataPort: engine.direct?.port }, 'daemon started')
   return {
     engine,
     blobSource: new SwarmBlobSource(engine),

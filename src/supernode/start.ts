@@ -50,7 +50,7 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
   for (const key of engine.heldContents()) engine.discovery.provide(key)
 
   const multiaddrs = engine.multiaddrs()
-  logger.info({ peerId: engine.peerId, multiaddrs, allowOrigins: config.allowOrigins }, 'supernode started')
+  logger.info({ peerId: engine.peerId, multiaddrs, dataPort: engine.direct?.port, allowOrigins: config.allowOrigins }, 'supernode started')
   if (config.allowOrigins.length === 0) {
     logger.warn('no allowed origin: this supernode rejects every seed request and works only as bootstrap peer and DHT server; pass --allow-origin HOST for each origin it may fetch from')
   }

@@ -12,7 +12,7 @@
  */
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import tls from 'node:tls'
 import type { Logger } from '../log.ts'
 import { SocketChannel } from './socket-channel.ts'
@@ -34,7 +34,7 @@ const MAX_TICKETS = 4096
 const MAX_LINKS = 512
 
 /** Time allowed for a TLS handshake, in ms. */
-const HANDSHAKE_MS = 10_000
+const HANDSHAKE_MS = 5_000
 
 /** A link with no traffic for this long is closed, in ms. */
 export const LINK_IDLE_MS = 120_000
@@ -52,8 +52,8 @@ interface IssuedTicket {
 }
 
 export interface DirectServerInit {
-  /** Address to listen on, such as 0.0.0.0. */
-  host: string
+  /** Addresses to listen on, such as 0.0.0.0, all on the same port. */
+  hosts: string[]
   /** TCP port, 0 for one the system picks. */
   port: number
   logger: Logger
@@ -66,35 +66,41 @@ export class DirectServer {
   private readonly tickets = new Map<string, IssuedTicket>()
   /** Peer id of each connection, from the ticket it used. */
   private readonly peers = new WeakMap<tls.TLSSocket, string>()
-  private readonly links = new Set<tls.TLSSocket>()
-  private readonly server: tls.Server
-  private listening = false
+  /** Open TCP connections, handshakes in progress included, so that stop can end them. */
+  private readonly connections = new Set<Socket>()
+  private readonly servers: tls.Server[] = []
+  private boundPort = 0
 
   constructor (init: DirectServerInit) {
     this.init = init
-    this.server = tls.createServer({
-      ...TLS_OPTIONS,
-      handshakeTimeout: HANDSHAKE_MS,
-      pskCallback: (socket, identity) => this.redeem(socket, identity)
-    }, (socket) => { this.accept(socket) })
-    this.server.maxConnections = MAX_LINKS
-    this.server.on('tlsClientError', (err, socket) => { init.logger.debug({ err: err.message, remote: socket.remoteAddress }, 'direct link handshake failed') })
   }
 
-  /** Starts listening; throws when the address cannot be listened on. */
+  /**
+   * Listens on the first host, then on the others at the same port. Throws when the first
+   * cannot be listened on. Another host that fails is logged and left out, so peers that
+   * reach this node at that address send pieces over libp2p.
+   */
   async start (): Promise<void> {
-    this.server.listen(this.init.port, this.init.host)
-    await once(this.server, 'listening')
-    this.listening = true
+    const [first, ...others] = this.init.hosts
+    if (first == null) throw new Error('no address to listen on for direct links')
+    this.boundPort = await this.listen(first, this.init.port, others.length > 0)
+    for (const host of others) {
+      try {
+        await this.listen(host, this.boundPort, true)
+      } catch (err) {
+        this.init.logger.warn({ host, port: this.boundPort, err: (err as Error).message }, 'cannot listen for direct links on this address; peers that reach this node there send pieces over libp2p')
+      }
+    }
   }
 
+  /** Port of the direct links, 0 before start. */
   get port (): number {
-    return (this.server.address() as AddressInfo).port
+    return this.boundPort
   }
 
   /** Issues a ticket for `peer`, or returns undefined when the server is not listening. */
   ticket (peer: string): Ticket | undefined {
-    if (!this.listening) return undefined
+    if (this.servers.length === 0) return undefined
     const now = Date.now()
     for (const [id, issued] of this.tickets) {
       if (issued.expires > now && this.tickets.size < MAX_TICKETS) break
@@ -103,18 +109,43 @@ export class DirectServer {
     const id = randomBytes(16).toString('base64url')
     const psk = randomBytes(32)
     this.tickets.set(id, { psk, peer, expires: now + TICKET_TTL_MS })
-    return { port: this.port, id, psk }
+    return { port: this.boundPort, id, psk }
   }
 
   async stop (): Promise<void> {
-    if (!this.listening) return
-    this.listening = false
+    const servers = this.servers.splice(0)
     this.tickets.clear()
-    const closed = once(this.server, 'close')
-    this.server.close()
-    // close() waits for the open links.
-    for (const socket of this.links) socket.destroy()
-    await closed
+    const closed = servers.map(async server => {
+      const done = once(server, 'close')
+      server.close()
+      await done
+    })
+    // close() waits for the open connections.
+    for (const socket of this.connections) socket.destroy()
+    await Promise.all(closed)
+  }
+
+  /** Starts one TLS server on `host` and `port`; returns the port it got. */
+  private async listen (host: string, port: number, ipv6Only: boolean): Promise<number> {
+    const server = tls.createServer({
+      ...TLS_OPTIONS,
+      handshakeTimeout: HANDSHAKE_MS,
+      pskCallback: (socket, identity) => this.redeem(socket, identity)
+    }, (socket) => { this.accept(socket) })
+    server.maxConnections = MAX_LINKS
+    server.on('connection', (socket: Socket) => {
+      this.connections.add(socket)
+      socket.on('close', () => { this.connections.delete(socket) })
+    })
+    // Node's TLS server reports a failed or timed-out handshake but leaves the connection open.
+    server.on('tlsClientError', (err, socket) => {
+      this.init.logger.debug({ err: err.message, remote: socket.remoteAddress }, 'direct link handshake failed')
+      socket.destroy()
+    })
+    server.listen({ port, host, ipv6Only })
+    await once(server, 'listening')
+    this.servers.push(server)
+    return (server.address() as AddressInfo).port
   }
 
   /** Returns the key of a valid ticket and uses it up, or null, which fails the handshake. */
@@ -133,8 +164,6 @@ export class DirectServer {
       socket.destroy()
       return
     }
-    this.links.add(socket)
-    socket.on('close', () => { this.links.delete(socket) })
     socket.setNoDelay(true)
     socket.setTimeout(LINK_IDLE_MS, () => { socket.destroy() })
     this.init.onLink(new SocketChannel(socket), peer)

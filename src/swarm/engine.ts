@@ -69,16 +69,14 @@ export function engineInitFromConfig (config: Config, privateKey: PrivateKey, lo
   }
 }
 
-/**
- * Returns the address direct links listen on: the host of the first listen multiaddr,
- * which is also where peers reach the libp2p node.
- */
-function directHost (listen: string[]): string {
+/** Returns the addresses direct links listen on: the hosts of the listen multiaddrs, where peers reach the libp2p node. */
+function directHosts (listen: string[]): string[] {
+  const hosts = new Set<string>()
   for (const address of listen) {
     const host = hostOfAddress(toMultiaddr(address))
-    if (host != null) return host
+    if (host != null) hosts.add(host)
   }
-  return '0.0.0.0'
+  return hosts.size > 0 ? [...hosts] : ['0.0.0.0']
 }
 
 /** Piece requests in flight to one peer over all downloads: two downloads' worth. */
@@ -122,7 +120,7 @@ export class Engine {
     this.origin = new OriginClient({ logger: init.logger, ...(init.allowOrigins != null ? { allowedOrigins: init.allowOrigins } : {}) })
     if (init.dataPort != null && init.dataPort !== false) {
       this.direct = new DirectServer({
-        host: directHost(init.listen),
+        hosts: directHosts(init.listen),
         port: init.dataPort,
         logger: init.logger,
         onLink: (channel, peer) => { void this.pieceServer.serve(channel, peer, true) }
@@ -149,7 +147,7 @@ export class Engine {
       await node.stop()
       const code = (err as NodeJS.ErrnoException).code
       const reason = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : (err as Error).message
-      throw new ConfigError(`cannot listen for direct links on port ${String(init.dataPort)}: ${reason}: pass another --data-port, 0 for one the system picks, or off`, { cause: err })
+      throw new ConfigError(`cannot listen for direct links on port ${String(init.dataPort)}: ${reason}: set another data port (--data-port, DFNODE_DATA_PORT or dataPort), 0 for one the system picks, or off`, { cause: err })
     }
     await engine.start()
     return engine
@@ -244,7 +242,7 @@ export class Engine {
 
   async stop (): Promise<void> {
     const { uploaded, uploadedDirect, pieces } = this.pieceServer.stats
-    if (uploaded > 0) this.logger.info({ uploaded, uploadedDirect, pieces }, 'piece uploads')
+    this.logger.info({ uploaded, uploadedDirect, pieces }, 'piece uploads')
     for (const download of this.downloads.values()) download.abort(new Error('engine stopping'))
     this.discovery.stop()
     await this.pieceServer.stop().catch(() => {})
