@@ -121,6 +121,41 @@ describe('direct link server with silent connections', () => {
   })
 })
 
+describe('direct link server with many connections from one address', () => {
+  it('rejects those over the limit', async () => {
+    const links: SocketChannel[] = []
+    const server = new DirectServer({ hosts: ['127.0.0.1'], port: 0, logger: silentLogger(), onLink: (channel) => { links.push(channel) } })
+    await server.start()
+    const silent: net.Socket[] = []
+    try {
+      for (let count = 0; count < 64; count++) {
+        const socket = net.connect(server.port, '127.0.0.1')
+        socket.on('error', () => {})
+        silent.push(socket)
+      }
+      await Promise.all(silent.map(async socket => await once(socket, 'connect')))
+
+      // The 65th is closed at once, long before the 5 s handshake timeout of the others.
+      const extra = net.connect(server.port, '127.0.0.1')
+      extra.on('error', () => {})
+      assert.equal(await within(once(extra, 'close'), 2000), 'done', 'a 65th connection from one address stayed open')
+
+      // Once they are gone, a peer with a ticket gets its link.
+      for (const socket of silent) socket.destroy()
+      await sleep(100)
+      const ticket = server.ticket('peer-c')
+      assert.ok(ticket != null)
+      const client = await connectDirect('127.0.0.1', ticket, AbortSignal.timeout(5000))
+      assert.equal(links.length, 1)
+      client.abort(new Error('test done'))
+    } finally {
+      for (const socket of silent) socket.destroy()
+      for (const link of links) link.abort(new Error('test done'))
+      await server.stop()
+    }
+  })
+})
+
 describe('direct links in a download', () => {
   const origin = new TestOrigin()
   let dir = ''

@@ -33,6 +33,13 @@ const MAX_TICKETS = 4096
 /** Maximum of direct links a node accepts at once. */
 const MAX_LINKS = 512
 
+/**
+ * Maximum of connections from one address. Each process keeps one link to a node, so this
+ * leaves room for many processes on one host, and keeps one address that never finishes a
+ * handshake from taking all MAX_LINKS.
+ */
+const MAX_CONNECTIONS_PER_ADDRESS = 64
+
 /** Time allowed for a TLS handshake, in ms. */
 const HANDSHAKE_MS = 5_000
 
@@ -68,6 +75,8 @@ export class DirectServer {
   private readonly peers = new WeakMap<tls.TLSSocket, string>()
   /** Open TCP connections, handshakes in progress included, so that stop can end them. */
   private readonly connections = new Set<Socket>()
+  /** Open connections by remote address. */
+  private readonly perAddress = new Map<string, number>()
   private readonly servers: tls.Server[] = []
   private boundPort = 0
 
@@ -133,10 +142,7 @@ export class DirectServer {
       pskCallback: (socket, identity) => this.redeem(socket, identity)
     }, (socket) => { this.accept(socket) })
     server.maxConnections = MAX_LINKS
-    server.on('connection', (socket: Socket) => {
-      this.connections.add(socket)
-      socket.on('close', () => { this.connections.delete(socket) })
-    })
+    server.on('connection', (socket: Socket) => { this.track(socket) })
     // Node's TLS server reports a failed or timed-out handshake but leaves the connection open.
     server.on('tlsClientError', (err, socket) => {
       this.init.logger.debug({ err: err.message, remote: socket.remoteAddress }, 'direct link handshake failed')
@@ -146,6 +152,25 @@ export class DirectServer {
     await once(server, 'listening')
     this.servers.push(server)
     return (server.address() as AddressInfo).port
+  }
+
+  /** Tracks a new connection, and ends it at once when its address already has too many. */
+  private track (socket: Socket): void {
+    const address = socket.remoteAddress ?? ''
+    const open = this.perAddress.get(address) ?? 0
+    if (open >= MAX_CONNECTIONS_PER_ADDRESS) {
+      this.init.logger.debug({ remote: address, open }, 'rejected a direct link connection: too many connections from this address')
+      socket.destroy()
+      return
+    }
+    this.perAddress.set(address, open + 1)
+    this.connections.add(socket)
+    socket.on('close', () => {
+      this.connections.delete(socket)
+      const left = (this.perAddress.get(address) ?? 1) - 1
+      if (left > 0) this.perAddress.set(address, left)
+      else this.perAddress.delete(address)
+    })
   }
 
   /** Returns the key of a valid ticket and uses it up, or null, which fails the handshake. */
