@@ -200,6 +200,26 @@ describe('direct links in a download', () => {
     assert.ok(stats.uploaded >= body.byteLength)
   })
 
+  it('aborted download cancels link requests', async () => {
+    // 4 MiB pieces sent at 4 MiB/s: an upload in progress when the download aborts has seconds left.
+    const supernode = await startSupernode(testSupernodeConfig(join(dir, 'abort-supernode'), { pieceSize: 4 * MiB, uploadRate: 4 * MiB }), silentLogger())
+    started.push(supernode)
+    const peer = await Engine.create({ privateKey: await ephemeralIdentity(), dataDir: join(dir, 'abort-peer'), listen: ['/ip4/127.0.0.1/tcp/0'], supernodes: supernode.multiaddrs, backSource: false, pieceSize: MiB, dataPort: 0, logger: silentLogger() })
+    started.push(peer)
+    origin.files.set('/direct-abort.bin', { body: randomBytes(16 * MiB) })
+    const running = await peer.open({ url: `${base}/direct-abort.bin` })
+    running.done.catch(() => {})
+
+    const stats = supernode.engine.pieceServer.stats
+    for (let wait = 0; wait < 200 && stats.uploadedDirect < 512 * 1024; wait++) await sleep(25)
+    assert.ok(stats.uploadedDirect >= 512 * 1024, `the supernode sent ${stats.uploadedDirect} bytes over the link within 5 s`)
+    running.abort(new Error('test abort'))
+    const atAbort = stats.uploaded
+    await sleep(1500)
+    // Without the cancels, the rest of the pieces in flight would go on at 4 MiB/s.
+    assert.ok(stats.uploaded - atAbort < 1.5 * MiB, `the supernode sent ${stats.uploaded - atAbort} bytes after the abort`)
+  })
+
   it('pieces go over libp2p without link', async () => {
     const { supernode, peer } = await startPair('off', false, 0)
     assert.equal(supernode.engine.direct, undefined)

@@ -1004,8 +1004,12 @@ export class Download {
     this.unslot?.()
     this.unslot = undefined
     for (const source of this.sources.values()) {
-      // A direct link serves other downloads too, and stays open.
-      if (source.client != null && this.components.links?.owns(source.client) !== true) void source.client.close()
+      // A direct link serves other downloads too, and stays open: only this download's requests are withdrawn.
+      if (source.client != null && this.components.links?.owns(source.client) === true) {
+        for (const index of source.inflight) source.client.cancel(this.key, index)
+      } else {
+        void source.client?.close()
+      }
       source.client = undefined
       void source.draining?.close()
       source.draining = undefined
