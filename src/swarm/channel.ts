@@ -4,6 +4,8 @@
  * (`FramedStream`) and a direct TLS connection (`SocketChannel`) implement it.
  */
 
+import { CHUNK_BYTES } from './wire.ts'
+
 export interface WriteHooks {
   /** Awaited before each data frame, with its length, for an upload limit. */
   beforeChunk?: (length: number) => Promise<void>
@@ -30,4 +32,21 @@ export interface PieceChannel {
   readData: (length: number, onChunk?: (chunk: Uint8Array) => void) => Promise<Uint8Array | undefined>
   close: () => Promise<void>
   abort: (err: Error) => void
+}
+
+/**
+ * Writes `length` bytes as data frames of at most CHUNK_BYTES each with `sendFrame`, the
+ * loop behind every channel's writeParts. Returns the bytes written.
+ */
+export async function writeDataFrames (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks, sendFrame: (frame: Uint8Array) => Promise<void>): Promise<number> {
+  for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
+    if (hooks.stop?.() === true) {
+      await sendFrame(new Uint8Array(0))
+      return offset
+    }
+    const size = Math.min(CHUNK_BYTES, length - offset)
+    await hooks.beforeChunk?.(size)
+    await sendFrame(await readPart(offset, size))
+  }
+  return length
 }

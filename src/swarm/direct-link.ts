@@ -30,7 +30,7 @@ const TICKET_TTL_MS = 30_000
 /** Maximum of unused tickets; the oldest is dropped first. */
 const MAX_TICKETS = 4096
 
-/** Maximum of direct links a node accepts at once. */
+/** Maximum of connections a node accepts on its data port at once, handshakes in progress included. */
 const MAX_LINKS = 512
 
 /**
@@ -44,7 +44,7 @@ const MAX_CONNECTIONS_PER_ADDRESS = 64
 const HANDSHAKE_MS = 5_000
 
 /** A link with no traffic for this long is closed, in ms. */
-export const LINK_IDLE_MS = 120_000
+const LINK_IDLE_MS = 120_000
 
 export interface Ticket {
   port: number

@@ -4,8 +4,8 @@
  */
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
-import type { PieceChannel, WriteHooks } from './channel.ts'
-import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
+import { writeDataFrames, type PieceChannel, type WriteHooks } from './channel.ts'
+import { MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 
 /** Read buffer allowed per stream: pipelined pieces are bounded by the callers to well below it. */
 const MAX_BUFFER_BYTES = 96 * 1024 * 1024
@@ -46,16 +46,7 @@ export class FramedStream implements PieceChannel {
    * before a frame, an empty data frame ends the bytes early. Returns the bytes written.
    */
   async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks = {}, options?: AbortOptions): Promise<number> {
-    for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
-      if (hooks.stop?.() === true) {
-        await this.lp.write(new Uint8Array(0), options)
-        return offset
-      }
-      const size = Math.min(CHUNK_BYTES, length - offset)
-      await hooks.beforeChunk?.(size)
-      await this.lp.write(await readPart(offset, size), options)
-    }
-    return length
+    return await writeDataFrames(length, readPart, hooks, async (frame) => { await this.lp.write(frame, options) })
   }
 
   /**

@@ -6,8 +6,8 @@
  */
 import type { Socket } from 'node:net'
 import { ProtocolError } from '../errors.ts'
-import type { PieceChannel, WriteHooks } from './channel.ts'
-import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
+import { writeDataFrames, type PieceChannel, type WriteHooks } from './channel.ts'
+import { MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 
 const HEADER_BYTES = 4
 
@@ -43,7 +43,7 @@ export class SocketChannel implements PieceChannel {
   async read (): Promise<Uint8Array | undefined> {
     if (!await this.fill(HEADER_BYTES)) {
       if (this.buffered === 0) return undefined
-      throw new ProtocolError('peer closed the connection within a frame header')
+      throw new ProtocolError('peer closed the direct link in the middle of a frame header')
     }
     const length = this.takeLength()
     if (length > MAX_FRAME_BYTES) throw new ProtocolError(`peer sent a frame of ${length} bytes, over the limit of ${MAX_FRAME_BYTES}`)
@@ -57,16 +57,7 @@ export class SocketChannel implements PieceChannel {
   }
 
   async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks = {}): Promise<number> {
-    for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
-      if (hooks.stop?.() === true) {
-        await this.send(new Uint8Array(0))
-        return offset
-      }
-      const size = Math.min(CHUNK_BYTES, length - offset)
-      await hooks.beforeChunk?.(size)
-      await this.send(await readPart(offset, size))
-    }
-    return length
+    return await writeDataFrames(length, readPart, hooks, async (frame) => { await this.send(frame) })
   }
 
   /** The buffer is not zeroed first: every byte of it is written before it is returned. */
@@ -75,7 +66,7 @@ export class SocketChannel implements PieceChannel {
     const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, length)
     let filled = 0
     while (filled < length) {
-      if (!await this.fill(HEADER_BYTES)) throw new ProtocolError('peer closed the connection within a piece')
+      if (!await this.fill(HEADER_BYTES)) throw new ProtocolError('peer closed the direct link in the middle of a piece')
       const frame = this.takeLength()
       if (frame === 0) return undefined
       if (frame > length - filled) throw new RangeError(`data frame overruns the announced ${length} bytes`)
@@ -145,7 +136,7 @@ export class SocketChannel implements PieceChannel {
   private async copyInto (out: Uint8Array, at: number, length: number): Promise<void> {
     let copied = 0
     while (copied < length) {
-      if (!await this.fill(1)) throw new ProtocolError('peer closed the connection within a frame')
+      if (!await this.fill(1)) throw new ProtocolError('peer closed the direct link in the middle of a frame')
       const count = Math.min(this.buffered, length - copied)
       this.take(out, at + copied, count)
       copied += count

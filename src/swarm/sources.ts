@@ -33,7 +33,7 @@ export class Source {
   readonly deferred = new Map<number, number>()
   /** Last time its bitfield was requested, ms since epoch. */
   polledAt = 0
-  /** Set once its pieces came over a direct link. */
+  /** True once its pieces came over a direct link. */
   linked = false
 
   constructor (peer: PeerId, supernode: boolean) {
