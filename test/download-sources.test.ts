@@ -27,6 +27,7 @@ import { ephemeralIdentity } from '../src/p2p/identity.ts'
 import { createNode, type DfnodeLibp2p } from '../src/p2p/node.ts'
 import { ContentRecords } from '../src/store/content-records.ts'
 import { PieceStore } from '../src/store/piece-store.ts'
+import { ContentHasher } from '../src/swarm/content-hasher.ts'
 import { Discovery, type HaveListener } from '../src/swarm/discovery.ts'
 import { Download } from '../src/swarm/download.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
@@ -68,22 +69,24 @@ describe('download sources', () => {
   })
 
   /** Starts a peer's libp2p node, store, records and origin client, and stops them after the tests. */
-  const peerParts = async (): Promise<{ node: DfnodeLibp2p, store: PieceStore, records: ContentRecords, origin: OriginClient, logger: Logger }> => {
+  const peerParts = async (): Promise<{ node: DfnodeLibp2p, store: PieceStore, records: ContentRecords, origin: OriginClient, logger: Logger, hasher: ContentHasher }> => {
     const logger = silentLogger()
     const node: DfnodeLibp2p = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     const storeDir = await mkdtemp(join(dir, 'peer-'))
     const store = new PieceStore({ dir: storeDir, logger })
     const records = new ContentRecords({ dir: storeDir, logger })
     const originClient = new OriginClient({ logger })
+    const hasher = new ContentHasher(logger)
     await store.start()
     await records.start()
     stops.push(async () => {
       await node.stop()
       await records.stop()
       await store.stop()
+      await hasher.stop()
       await originClient.close()
     })
-    return { node, store, records, origin: originClient, logger }
+    return { node, store, records, origin: originClient, logger, hasher }
   }
 
   const startDownload = async (url: string, supernode: string, holder: PeerId, pieces: number): Promise<Download> => {

@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { endgameReached, pickPiece, type PickerState } from '../src/swarm/piece-picker.ts'
+import { FRONTIER_WINDOW, endgameReached, pickPiece, type PickerState } from '../src/swarm/piece-picker.ts'
 import { Source } from '../src/swarm/sources.ts'
 
 const IDS = [
@@ -20,7 +20,7 @@ function source (index: number, has: number[], supernode = false): Source {
   return created
 }
 
-function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, unknown?: number[] } = {}): PickerState {
+function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, frontier?: number, unknown?: number[] } = {}): PickerState {
   const local = (index: number): boolean => (options.local ?? []).includes(index)
   const requested = Object.entries(options.inflight ?? {}).filter(([, requests]) => requests > 0).map(([index]) => Number(index))
   return {
@@ -30,6 +30,7 @@ function state (sources: Source[], count: number, options: { local?: number[], i
     inflight: index => options.inflight?.[index] ?? 0,
     sources,
     cursor: options.cursor ?? -1,
+    frontier: options.frontier ?? 0,
     endgame: endgameReached(count - (options.local ?? []).length, requested, local)
   }
 }
@@ -51,6 +52,24 @@ describe('piece picker', () => {
     const a = source(0, [0, 5, 6])
     const b = source(1, [0])
     assert.equal(pickPiece(a, state([a, b], 10, { cursor: 5 })), 5)
+  })
+
+  it('breaks rarity ties near the frontier, at random within the window', () => {
+    const count = 4 * FRONTIER_WINDOW
+    const all = Array.from({ length: count }, (_, index) => index)
+    const a = source(0, all)
+    const frontier = FRONTIER_WINDOW
+    const picked = new Set<number>()
+    for (let round = 0; round < 200; round++) {
+      const index = pickPiece(a, state([a], count, { frontier, local: all.slice(0, frontier) }))!
+      assert.ok(index >= frontier && index < frontier + FRONTIER_WINDOW, `piece ${index} outside the window after ${frontier}`)
+      picked.add(index)
+    }
+    assert.ok(picked.size > 1, 'ties within the window are broken at random')
+
+    // Rarity still comes first: a piece that another holder lacks wins over the window.
+    const b = source(1, all.filter(index => index !== count - 1))
+    assert.equal(pickPiece(a, state([a, b], count, { frontier })), count - 1)
   })
 
   it('leaves peer-held pieces off the supernode', () => {

@@ -46,6 +46,12 @@ export class FileRanges {
     return this.ranges.get(key)?.length
   }
 
+  /** Returns the file range that holds a piece, or undefined. */
+  locate (key: string): FileRange | undefined {
+    const range = this.ranges.get(key)
+    return range == null ? undefined : { path: range.path, offset: range.offset, length: range.length }
+  }
+
   /** Adds a range that this process is writing. It is trusted until `seal`. */
   addWriting (key: string, range: FileRange): void {
     this.ranges.set(key, { ...range, trust: 'writing' })

@@ -126,6 +126,17 @@ export class PieceStore {
   }
 
   /**
+   * Returns where a stored piece's bytes are on disk: its own file, or a range of another file.
+   * The bytes there are not verified by this call.
+   */
+  locate (cid: CID): FileRange | undefined {
+    const key = keyOf(cid)
+    const size = this.index.sizeOf(key)
+    if (size != null) return { path: this.pathOf(key), offset: 0, length: size }
+    return this.ranges.locate(key)
+  }
+
+  /**
    * Holds a piece that this process has just written to a range of its own file (a download's
    * output) instead of storing a copy. Reads trust the file until `sealRanges`.
    */

@@ -4,7 +4,6 @@
  * verified pieces from several holders at once, and from the origin when no
  * holder has a piece.
  */
-import { createHash, type Hash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -19,6 +18,7 @@ import type { OriginClient } from '../origin/client.ts'
 import { dialFailureReason, type DfnodeLibp2p } from '../p2p/node.ts'
 import type { ContentRecord, ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
+import type { ContentHasher, HashSession } from './content-hasher.ts'
 import type { Discovery } from './discovery.ts'
 import { PieceClient } from './piece-client.ts'
 import type { DirectPool } from './direct-pool.ts'
@@ -43,6 +43,8 @@ export interface DownloadComponents {
   logger: Logger
   /** Direct links to other peers, shared by the downloads; pieces come over libp2p streams only when undefined. */
   links?: DirectPool
+  /** Thread that hashes the whole content from the stored pieces. */
+  hasher: ContentHasher
 }
 
 /**
@@ -136,14 +138,6 @@ const ENOUGH_HOLDERS = 4
 /** With enough holders, a DHT lookup runs only every this many lookup intervals. */
 const SPARSE_LOOKUP_EVERY = 8
 
-/**
- * Pieces just ahead of the hashed prefix whose bytes are kept for the content hash. Others are
- * read back from the store when the prefix reaches them. A kept piece stays in RSS while it
- * waits, so 4 instead of 16 cut a peer's peak RSS in a 256 MiB single-link transfer from
- * 247 MiB to 217-223 MiB (3 runs each).
- */
-const RECENT_PIECES = 4
-
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
 
 export class Download {
@@ -179,10 +173,12 @@ export class Download {
   private readonly waiters = new Map<number, Array<() => void>>()
   private readonly pieceListeners = new Set<(index: number, bytes?: Uint8Array) => void>()
   private readonly unpins: Array<() => void> = []
-  private readonly hash: Hash = createHash('sha256')
+  /** The content hash, fed with the stored prefix of pieces; created with the layout. */
+  private hash: HashSession | undefined
+  /** Pieces added to the content hash: the stored prefix [0, hashed). */
   private hashed = 0
-  private hashing = false
-  private readonly recent = new Map<number, Uint8Array>()
+  /** Set once the content digest is asked for. */
+  private digesting = false
   private scheduled = false
   private lookingUp = false
   /** Piece bytes received after the piece was stored from another source (end-game copies). */
@@ -507,7 +503,7 @@ export class Download {
         this.cids[piece.index] = piece.cid
         await this.accept(piece.index, piece.bytes, 'origin')
       }
-      this.releaseUnlessKept(piece.index, piece.bytes)
+      releasePiece(piece.bytes)
       next = await pieces.next()
     }
     if (next.value.size !== response.size) throw new OriginUnreachableError(`origin sent ${next.value.size} bytes, expected ${response.size}`)
@@ -719,6 +715,7 @@ export class Download {
       inflight: (index: number) => this.inflightCount[index] ?? 0,
       sources: [...this.sources.values()].filter(source => source.usable(now)),
       cursor: this.cursor,
+      frontier: this.hashed,
       endgame: endgameReached(this.layout.count - this.localCount, this.requested, local)
     }
 
@@ -801,7 +798,7 @@ export class Download {
           await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
           this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece received')
         } finally {
-          this.releaseUnlessKept(index, bytes)
+          releasePiece(bytes)
         }
       } catch (err) {
         this.abortedBytes += received
@@ -850,7 +847,7 @@ export class Download {
         try {
           await this.accept(index, bytes, 'origin')
         } finally {
-          this.releaseUnlessKept(index, bytes)
+          releasePiece(bytes)
         }
       } catch (err) {
         if (this.failure == null && !this.finished) this.fail(err as Error)
@@ -859,11 +856,6 @@ export class Download {
         this.schedule()
       }
     })()
-  }
-
-  /** Frees the memory of a received piece, unless the content hash keeps it for later. */
-  private releaseUnlessKept (index: number, bytes: Uint8Array): void {
-    if (this.recent.get(index) !== bytes) releasePiece(bytes)
   }
 
   /** Stores a verified piece, announces it and wakes readers. */
@@ -896,7 +888,6 @@ export class Download {
     else if (from === 'peer') this.stats.fromPeers += length
     else if (from === 'origin') this.stats.fromOrigin += length
     else this.stats.fromLocal += length
-    if (bytes != null && index >= this.hashed && index < this.hashed + RECENT_PIECES) this.recent.set(index, bytes)
     // End-game copies of this piece still in flight are withdrawn.
     for (const source of this.sources.values()) {
       if (!source.inflight.has(index)) continue
@@ -905,46 +896,42 @@ export class Download {
     for (const wake of this.waiters.get(index) ?? []) wake()
     this.waiters.delete(index)
     for (const listener of this.pieceListeners) listener(index, bytes)
-    void this.advanceHash()
+    this.advanceHash()
   }
 
-  /** Hashes the contiguous prefix of stored pieces, so the end check costs no extra pass. */
-  private async advanceHash (): Promise<void> {
-    if (this.hashing) return
-    this.hashing = true
+  /** Adds the new contiguous prefix of stored pieces to the content hash, from where they are on disk. */
+  private advanceHash (): void {
+    const layout = this.layout
+    if (layout == null || this.failure != null || this.finished) return
     try {
-      while (this.layout != null && this.hashed < this.layout.count && this.local[this.hashed] === true) {
-        const index = this.hashed
-        let bytes = this.recent.get(index)
-        if (bytes == null) {
-          // Read back from the store: a buffer of its own, which nothing else holds.
-          bytes = await this.components.store.get(this.cids[index]!)
-          if (bytes != null) ownPiece(bytes)
-        }
-        if (bytes == null) throw new VerificationError(`stored piece ${index} of ${this.key.toString()} vanished or failed verification`)
-        this.hash.update(bytes)
-        this.recent.delete(index)
-        releasePiece(bytes)
+      this.hash ??= this.components.hasher.open()
+      while (this.hashed < layout.count && this.local[this.hashed] === true) {
+        const cid = this.cids[this.hashed]
+        const range = cid != null ? this.components.store.locate(cid) : undefined
+        if (range == null) throw new VerificationError(`stored piece ${this.hashed} of ${this.key.toString()} vanished from the store`)
+        this.hash.add(range)
         this.hashed++
       }
     } catch (err) {
       this.fail(err as Error)
-    } finally {
-      this.hashing = false
     }
-    this.checkFinished()
   }
 
   private checkFinished (): void {
     const layout = this.layout
     if (layout == null || this.finished || this.failure != null) return
-    if (this.localCount < layout.count || this.hashed < layout.count) {
-      if (layout.count === 0) this.hashed = 0
-      else return
-    }
-    if (this.hashing && layout.count > 0) return
+    if (this.localCount < layout.count || this.hashed < layout.count || this.digesting) return
+    this.digesting = true
+    this.hash ??= this.components.hasher.open()
+    this.hash.digest().then(digest => { this.finish(cidOfSha256(digest)) }, (err: Error) => {
+      this.fail(new VerificationError(`content hash of ${this.key.toString()} failed: ${err.message}`, { cause: err }))
+    })
+  }
 
-    const content = cidOfSha256Hex(this.hash.copy().digest())
+  /** Ends the download once the content hash is known: checks it, records it and announces the content. */
+  private finish (content: CID): void {
+    const layout = this.layout
+    if (layout == null || this.finished || this.failure != null) return
     if (this.expectedContent != null && !sameCid(this.expectedContent, content)) {
       this.fail(new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(content)}, expected ${cidToDigest(this.expectedContent)}: check --digest, or the origin changed the file`))
       return
@@ -1014,8 +1001,7 @@ export class Download {
       void source.draining?.close()
       source.draining = undefined
     }
-    for (const bytes of this.recent.values()) releasePiece(bytes)
-    this.recent.clear()
+    this.hash?.close()
   }
 
   /** Releases the pins that keep this content's pieces from eviction. */
@@ -1037,10 +1023,6 @@ function peerIdIn (address: string): string | undefined {
 async function regularFileSize (path: string): Promise<number | undefined> {
   const info = await stat(path).catch(() => undefined)
   return info != null && info.isFile() ? info.size : undefined
-}
-
-function cidOfSha256Hex (digest: Buffer): CID {
-  return cidOfSha256(digest)
 }
 
 async function sleep (ms: number, signal: AbortSignal): Promise<void> {

@@ -17,6 +17,7 @@ import { PieceStore } from '../store/piece-store.ts'
 import { Discovery } from './discovery.ts'
 import { Download, type DownloadInit, type PieceSink } from './download.ts'
 import { PeerSlots } from './peer-slots.ts'
+import { ContentHasher } from './content-hasher.ts'
 import { PieceServer } from './piece-server.ts'
 import { DirectServer } from './direct-link.ts'
 import { DirectPool } from './direct-pool.ts'
@@ -109,6 +110,7 @@ export class Engine {
   private readonly init: EngineInit
   private readonly downloads = new Map<string, Download>()
   private readonly slots = new PeerSlots(PEER_SLOTS)
+  private readonly hasher: ContentHasher
 
   private constructor (init: EngineInit, node: DfnodeLibp2p) {
     this.init = init
@@ -118,6 +120,7 @@ export class Engine {
     this.records = new ContentRecords({ dir: join(init.dataDir, 'store'), logger: init.logger })
     this.discovery = new Discovery(node, init.logger)
     this.origin = new OriginClient({ logger: init.logger, ...(init.allowOrigins != null ? { allowedOrigins: init.allowOrigins } : {}) })
+    this.hasher = new ContentHasher(init.logger)
     if (init.dataPort != null && init.dataPort !== false) {
       this.direct = new DirectServer({
         hosts: directHosts(init.listen),
@@ -193,7 +196,7 @@ export class Engine {
       pieceSize: this.init.pieceSize,
       ...this.init.tuning,
       ...(request.sink != null ? { sink: request.sink } : {})
-    }, { node: this.node, slots: this.slots, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger, ...(this.links != null ? { links: this.links } : {}) })
+    }, { node: this.node, slots: this.slots, store: this.store, records: this.records, discovery: this.discovery, origin: this.origin, logger: this.logger, hasher: this.hasher, ...(this.links != null ? { links: this.links } : {}) })
     this.downloads.set(id, download)
     download.done.then(
       () => { this.forget(id, download) },
@@ -252,6 +255,7 @@ export class Engine {
     await this.records.flush().catch(() => {})
     await this.records.stop()
     await this.store.stop()
+    await this.hasher.stop()
     await this.origin.close()
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Choice of the next piece to request from a holder: pieces near a streaming
- * reader first, then rarest first with random tie-breaks, and duplicates of
- * pieces already in flight only in the end game.
+ * reader first, then rarest first, and duplicates of pieces already in flight
+ * only in the end game. Among equally rare pieces, those just after the stored
+ * prefix come first and the rest in random order.
  */
 import type { Source } from './sources.ts'
 
@@ -15,12 +16,22 @@ export interface PickerState {
   sources: Iterable<Source>
   /** Index a streaming reader waits for, or -1. */
   cursor: number
+  /** First piece not stored yet: the content hash has read every piece before it. */
+  frontier: number
   /** True once every missing piece is requested (see `endgameReached`). Only then may a piece be requested twice. */
   endgame: boolean
 }
 
 /** Pieces after the cursor that are fetched in index order before rarest-first applies. */
 export const CURSOR_WINDOW = 8
+
+/**
+ * Pieces from the frontier on that win a tie in rarity. The content hash reads pieces in index
+ * order, so a piece stored far ahead of the frontier waits to be hashed. With random tie-breaks
+ * alone, a 1 GiB single-link transfer hashed most of its file after the last piece arrived. A
+ * window instead of strict index order leaves peers that share holders different pieces to request.
+ */
+export const FRONTIER_WINDOW = 16
 
 /** Most requests for one piece at once in the end game. */
 export const ENDGAME_DUPLICATES = 2
@@ -41,7 +52,7 @@ export function endgameReached (missing: number, requested: Iterable<number>, lo
 
 /** Returns the piece to request from `source`, or undefined when it has nothing useful. */
 export function pickPiece (source: Source, state: PickerState): number | undefined {
-  const { count, known, local, inflight, cursor } = state
+  const { count, known, local, inflight, cursor, frontier } = state
   const now = Date.now()
   const wanted = (index: number): boolean => !local(index) && known(index) && source.has.has(index) && !source.inflight.has(index) && !((source.deferred.get(index) ?? 0) > now)
 
@@ -52,10 +63,10 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
     }
   }
 
-  // Rarest first among pieces not requested from any holder yet.
+  // Rarest first among pieces not requested from any holder yet. A tie goes to a piece near the frontier.
   const others = [...state.sources].filter(other => other !== source && !other.banned)
   let best: number | undefined
-  let bestRarity = Infinity
+  let bestRank = Infinity
   let ties = 0
   let missing = 0
   for (const index of source.has) {
@@ -67,11 +78,12 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
     // A supernode's upload is the scarcest: leave it the pieces no peer has.
     if (source.supernode && others.some(other => !other.supernode && other.has.has(index))) rarity += 1000
 
-    if (rarity < bestRarity) {
+    const rank = 2 * rarity + (index < frontier + FRONTIER_WINDOW ? 0 : 1)
+    if (rank < bestRank) {
       best = index
-      bestRarity = rarity
+      bestRank = rank
       ties = 1
-    } else if (rarity === bestRarity && Math.random() * ++ties < 1) {
+    } else if (rank === bestRank && Math.random() * ++ties < 1) {
       best = index
     }
   }
