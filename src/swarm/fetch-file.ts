@@ -9,6 +9,7 @@ import { cidToDigest } from '../content/ids.ts'
 import { VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
+import { FlushAhead } from '../store/flush-ahead.ts'
 import { Engine, engineInitFromConfig } from './engine.ts'
 import type { Download, DownloadLayout, PieceSink } from './download.ts'
 import { pieceOffset } from '../content/pieces.ts'
@@ -94,11 +95,13 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     // Verified pieces go to their offsets in the plan's temporary file, and the store
     // serves them to other peers from that file: each byte is written to disk once.
     const handle = file = await openTemp(plan)
+    const flush = new FlushAhead(handle)
     const written = new Set<number>()
     const sink: PieceSink = {
       path: temp,
       write: async (index, bytes, offset) => {
         await handle.write(bytes, 0, bytes.byteLength, offset)
+        flush.wrote(bytes.byteLength)
         written.add(index)
       }
     }
@@ -115,7 +118,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
     // Pieces that were in the store before this download are copied into the file as well.
     const layout = await download.ready(signal)
-    await writePieces(engine, download, handle, layout, signal, written)
+    await writePieces(engine, download, handle, flush, layout, signal, written)
     file = undefined
     await handle.close()
     signal.removeEventListener('abort', onAbort)
@@ -231,7 +234,7 @@ const MAX_QUEUED_PIECES = 2
  * Writes every piece of a download that is not in `written` into `file` at its offset, as
  * pieces arrive, then syncs it. `written` lists the pieces already in the file.
  */
-async function writePieces (engine: Engine, download: Download, file: FileHandle, layout: DownloadLayout, signal: AbortSignal, written: Set<number>): Promise<void> {
+async function writePieces (engine: Engine, download: Download, file: FileHandle, flush: FlushAhead, layout: DownloadLayout, signal: AbortSignal, written: Set<number>): Promise<void> {
   let queued = 0
   let chain: Promise<void> = Promise.resolve()
   let failure: Error | undefined
@@ -247,6 +250,7 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
       const data = copy ?? (cid != null ? await engine.store.get(cid) : undefined)
       if (data == null) throw new VerificationError(`piece ${index} of ${download.key.toString()} is missing from the store`)
       await file.write(data, 0, data.byteLength, pieceOffset(index, layout.pieceSize))
+      flush.wrote(data.byteLength)
     }).catch((err: Error) => { failure ??= err }).finally(() => { queued-- })
   }
 
@@ -261,7 +265,7 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
   }
   if (failure != null) throw failure
   if (written.size !== layout.count) throw new VerificationError(`wrote ${written.size} of ${layout.count} pieces of ${download.key.toString()}`)
-  await file.sync()
+  await flush.sync()
 }
 
 async function raceAbort<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
