@@ -4,6 +4,7 @@
  * verified pieces from several holders at once, and from the origin when no
  * holder has a piece.
  */
+import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -139,6 +140,9 @@ const ENOUGH_HOLDERS = 4
 const SPARSE_LOOKUP_EVERY = 8
 
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
+
+/** Content CID of zero bytes. */
+const EMPTY_CONTENT = cidOfSha256(createHash('sha256').digest())
 
 export class Download {
   readonly key: CID
@@ -520,6 +524,8 @@ export class Download {
     this.cids = new Array<CID | undefined>(layout.count).fill(undefined)
     this.local = new Array<boolean>(layout.count).fill(false)
     this.inflightCount = new Array<number>(layout.count).fill(0)
+    // A content of one piece is hashed as that piece, and a content of none needs no hash.
+    if (layout.count > 1) this.hash = this.components.hasher.open()
     this.layoutReady.resolve(layout)
     this.checkFinished()
     this.schedule()
@@ -904,12 +910,13 @@ export class Download {
     const layout = this.layout
     if (layout == null || this.failure != null || this.finished) return
     try {
-      this.hash ??= this.components.hasher.open()
       while (this.hashed < layout.count && this.local[this.hashed] === true) {
-        const cid = this.cids[this.hashed]
-        const range = cid != null ? this.components.store.locate(cid) : undefined
-        if (range == null) throw new VerificationError(`stored piece ${this.hashed} of ${this.key.toString()} vanished from the store`)
-        this.hash.add(range)
+        if (this.hash != null) {
+          const cid = this.cids[this.hashed]
+          const range = cid != null ? this.components.store.locate(cid) : undefined
+          if (range == null) throw new VerificationError(`stored piece ${this.hashed} of ${this.key.toString()} vanished from the store`)
+          this.hash.add(range)
+        }
         this.hashed++
       }
     } catch (err) {
@@ -922,8 +929,19 @@ export class Download {
     if (layout == null || this.finished || this.failure != null) return
     if (this.localCount < layout.count || this.hashed < layout.count || this.digesting) return
     this.digesting = true
-    this.hash ??= this.components.hasher.open()
-    this.hash.digest().then(digest => { this.finish(cidOfSha256(digest)) }, (err: Error) => {
+
+    // A content of one piece is that piece, whose bytes matched its CID when stored.
+    const only = layout.count === 1 ? this.cids[0] : undefined
+    if (layout.count === 0 || only != null) {
+      this.finish(only != null ? cidOfSha256(only.multihash.digest) : EMPTY_CONTENT)
+      return
+    }
+    const hash = this.hash
+    if (hash == null) {
+      this.fail(new VerificationError(`content hash of ${this.key.toString()} was never started`))
+      return
+    }
+    hash.digest().then(digest => { this.finish(cidOfSha256(digest)) }, (err: Error) => {
       this.fail(new VerificationError(`content hash of ${this.key.toString()} failed: ${err.message}`, { cause: err }))
     })
   }
