@@ -177,11 +177,11 @@ export class Download {
   private readonly waiters = new Map<number, Array<() => void>>()
   private readonly pieceListeners = new Set<(index: number, bytes?: Uint8Array) => void>()
   private readonly unpins: Array<() => void> = []
-  /** The content hash, fed with the stored prefix of pieces; created with the layout. */
+  /** The content hash over the stored prefix of pieces, created with the layout. */
   private hash: HashSession | undefined
   /** Pieces added to the content hash: the stored prefix [0, hashed). */
   private hashed = 0
-  /** Set once the content digest is asked for. */
+  /** Set once the content digest is requested. */
   private digesting = false
   private scheduled = false
   private lookingUp = false
@@ -914,7 +914,7 @@ export class Download {
         if (this.hash != null) {
           const cid = this.cids[this.hashed]
           const range = cid != null ? this.components.store.locate(cid) : undefined
-          if (range == null) throw new VerificationError(`stored piece ${this.hashed} of ${this.key.toString()} vanished from the store`)
+          if (range == null) throw new VerificationError(`stored piece ${this.hashed} of ${this.key.toString()} is missing from the store`)
           this.hash.add(range)
         }
         this.hashed++
