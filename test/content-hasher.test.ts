@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { VerificationError } from '../src/errors.ts'
 import { silentLogger } from '../src/log.ts'
 import { ContentHasher } from '../src/swarm/content-hasher.ts'
 
@@ -79,6 +80,20 @@ describe('content hasher', () => {
     const next = hasher.open()
     next.add({ path: join(dir, 'short'), offset: 0, length: 1000 })
     assert.equal((await next.digest()).byteLength, 32)
+  })
+
+  it('checks a piece against its CID', async () => {
+    const piece = randomBytes(MiB)
+    await writeFile(join(dir, 'checked'), piece)
+    const range = { path: join(dir, 'checked'), offset: 0, length: MiB }
+
+    const good = hasher.open()
+    good.add(range, { index: 7, sha256: createHash('sha256').update(piece).digest() })
+    assert.equal(Buffer.from(await good.digest()).toString('hex'), createHash('sha256').update(piece).digest('hex'))
+
+    const bad = hasher.open()
+    bad.add(range, { index: 7, sha256: createHash('sha256').update('other bytes').digest() })
+    await assert.rejects(bad.digest(), (err: Error) => err instanceof VerificationError && /piece 7 at offset 0 of .*checked does not match its CID/.test(err.message))
   })
 
   it('rejects a session after its digest', async () => {

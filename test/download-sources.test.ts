@@ -11,8 +11,10 @@
  * scripted: only a scripted discovery reports the supernode as a holder before
  * the seed response on every run, which real gossip does only now and then.
  */
-import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -20,6 +22,7 @@ import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { CID } from 'multiformats/cid'
+import { cidToDigest } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { silentLogger, type Logger } from '../src/log.ts'
 import { OriginClient } from '../src/origin/client.ts'
@@ -29,7 +32,7 @@ import { ContentRecords } from '../src/store/content-records.ts'
 import { PieceStore } from '../src/store/piece-store.ts'
 import { ContentHasher } from '../src/swarm/content-hasher.ts'
 import { Discovery, type HaveListener } from '../src/swarm/discovery.ts'
-import { Download } from '../src/swarm/download.ts'
+import { Download, type PieceSink } from '../src/swarm/download.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
 
@@ -131,5 +134,89 @@ describe('download sources', () => {
     const second = await startDownload(`${base}/gossip-first.bin`, supernode.address, peerId, 3)
     assert.deepEqual(second.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })
     assert.equal(origin.served.get('/gossip-first.bin'), body.byteLength)
+  })
+
+  it('catches a corrupt stored piece', async () => {
+    // 6 pieces of the supernode's 4 MiB.
+    const body = randomBytes(24 * MiB)
+    origin.files.set('/corrupt-store.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'corrupt-store-supernode'))
+    processes.push(supernode.process)
+    const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
+    const parts = await peerParts()
+    const url = `${base}/corrupt-store.bin`
+    const { key } = await taskKeyOf(url)
+    const open = (): Download => {
+      const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false, pieceSize: 4 * MiB }, {
+        ...parts, discovery: gossipFirst(holder, 6)
+      })
+      download.start()
+      return download
+    }
+
+    // 1. A complete download into the store.
+    const first = open()
+    await first.done
+    first.release()
+    const cid = first.cidOf(3)!
+    const piece = parts.store.locate(cid)!
+
+    // 2. The piece file changes on disk, as a crash during an unsynced write can leave it.
+    const bytes = await readFile(piece.path)
+    bytes[100] = bytes[100]! ^ 0xff
+    await writeFile(piece.path, bytes)
+    const second = open()
+    await assert.rejects(second.done, /piece 3 .* does not match its CID/)
+    second.release()
+    const deadline = Date.now() + 10_000
+    while (existsSync(piece.path) && Date.now() < deadline) await sleep(50)
+    assert.equal(existsSync(piece.path), false, 'the corrupt piece file is deleted')
+
+    // 3. The next download fetches that piece again.
+    const third = open()
+    await third.done
+    assert.equal(cidToDigest(third.content!), `sha256:${createHash('sha256').update(body).digest('hex')}`)
+    assert.deepEqual(await readFile(piece.path), body.subarray(12 * MiB, 16 * MiB))
+  })
+
+  it('requests during piece writes', async () => {
+    // 10 pieces of the supernode's 4 MiB.
+    const body = randomBytes(40 * MiB)
+    origin.files.set('/slow-disk.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'slow-disk-supernode'))
+    processes.push(supernode.process)
+    const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
+    const parts = await peerParts()
+    const url = `${base}/slow-disk.bin`
+    const { key } = await taskKeyOf(url)
+
+    // A sink whose writes wait until the test opens the gate, as a slow disk would.
+    const path = join(dir, 'slow-disk.out')
+    const file = await open(path, 'w')
+    const gate = Promise.withResolvers<void>()
+    let writes = 0
+    const sink: PieceSink = {
+      path,
+      write: async (_index, bytes, offset) => {
+        writes++
+        await gate.promise
+        await file.write(bytes, 0, bytes.byteLength, offset)
+      }
+    }
+    const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false, pieceSize: 4 * MiB, supernodeRequests: 2, sink }, {
+      ...parts, discovery: gossipFirst(holder, 10)
+    })
+    download.start()
+
+    // 2 requests in flight and 2 pieces being written: 4 writes start although none ends.
+    const deadline = Date.now() + 20_000
+    while (writes < 4 && Date.now() < deadline) await sleep(50)
+    await sleep(500)
+    assert.equal(writes, 4)
+
+    gate.resolve()
+    await download.done
+    await file.close()
+    assert.deepEqual(await readFile(path), body)
   })
 })

@@ -1,19 +1,28 @@
 /**
  * Content hashes computed on a thread of their own. A download adds each stored piece's file
  * range in order, and requests the digest once the last one is in. The thread reads the bytes
- * back from disk (from the page cache, just after they were written), so it hashes what peers
- * will be served, and pieces can arrive in any order without waiting in memory.
+ * back from disk (usually from the page cache, just after they were written), so it hashes what
+ * peers will be served, and pieces can arrive in any order without waiting in memory. A piece
+ * that this process did not verify and write itself is also checked against its CID.
  */
 import { Worker } from 'node:worker_threads'
 import type { FileRange } from '../store/file-ranges.ts'
+import { VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { HASH_WORKER_SOURCE, type HashReply, type HashRequest } from './hash-worker.ts'
+import { HASH_WORKER_SOURCE, type HashReply, type HashRequest, type PieceCheck } from './hash-worker.ts'
 
 /** One content's running hash. */
 export interface HashSession {
-  /** Appends the bytes of `range`, which must be on disk and stay unchanged until `digest` resolves. */
-  add: (range: FileRange) => void
-  /** Resolves the SHA-256 of everything added; rejects when a range could not be read. Ends the session. */
+  /**
+   * Appends the bytes of `range`, which must be on disk and stay unchanged until `digest`
+   * resolves. With `check`, the range must also hash to the piece's own digest.
+   */
+  add: (range: FileRange, check?: PieceCheck) => void
+  /**
+   * Resolves the SHA-256 of everything added, and ends the session. Rejects with a
+   * VerificationError when a checked piece does not match, and with an Error when a range could
+   * not be read.
+   */
   digest: () => Promise<Uint8Array>
   /** Ends the session without a digest. */
   close: () => void
@@ -45,9 +54,9 @@ export class ContentHasher {
       else worker.unref()
     }
     return {
-      add: range => {
+      add: (range, check) => {
         if (ended) throw new Error(`hash session ${session} already ended`)
-        send({ op: 'add', session, path: range.path, offset: range.offset, length: range.length })
+        send({ op: 'add', session, path: range.path, offset: range.offset, length: range.length, ...(check != null ? { check } : {}) })
       },
       digest: async () => {
         if (ended) throw new Error(`hash session ${session} already ended`)
@@ -87,7 +96,8 @@ export class ContentHasher {
       if (this.pending.size === 0) worker.unref()
       if (waiter == null) return
       if ('digest' in reply) waiter.resolve(reply.digest)
-      else waiter.reject(new Error(reply.error))
+      else if (reply.failure.mismatch != null) waiter.reject(new VerificationError(reply.failure.message))
+      else waiter.reject(new Error(reply.failure.message))
     })
     // A thread that fails loses its sessions: their digests reject, and the next session starts a new thread.
     const lost = (err: Error): void => {

@@ -8,14 +8,27 @@ import type { Hash } from 'node:crypto'
 
 /** Messages from the main thread. Each session's messages are handled in the order sent. */
 export type HashRequest =
-  | { op: 'add', session: number, path: string, offset: number, length: number }
+  | { op: 'add', session: number, path: string, offset: number, length: number, check?: PieceCheck }
   | { op: 'digest', session: number }
   | { op: 'drop', session: number }
+
+/** A piece whose bytes on disk this process did not verify: they must hash to `sha256`. */
+export interface PieceCheck {
+  index: number
+  sha256: Uint8Array
+}
+
+/** Why a session has no digest: a range that could not be read, or a piece that failed its check. */
+export interface HashFailure {
+  message: string
+  /** Index of the piece that failed its check; absent for a read error. */
+  mismatch?: number
+}
 
 /** Reply to a 'digest' request: the 32-byte SHA-256 of everything added, or why there is none. */
 export type HashReply =
   | { session: number, digest: Uint8Array }
-  | { session: number, error: string }
+  | { session: number, failure: HashFailure }
 
 /** Bytes read from a file at a time. */
 const READ_BYTES = 1024 * 1024
@@ -27,22 +40,28 @@ function hashWorkerMain (readBytes: number): void {
   if (parentPort == null) throw new Error('the hash worker runs only as a worker thread')
   const port = parentPort
 
-  // A session's hash, or the first error that ended it.
-  const sessions = new Map<number, Hash | string>()
+  // A session's hash, or the first failure that ended it.
+  const sessions = new Map<number, Hash | HashFailure>()
   const buffer = Buffer.allocUnsafe(readBytes)
 
-  const add = (hash: Hash, path: string, offset: number, length: number): void => {
+  /** Feeds a range to the content hash, and to a piece hash when it is checked; returns a failure or undefined. */
+  const add = (hash: Hash, request: Extract<HashRequest, { op: 'add' }>): HashFailure | undefined => {
+    const { path, offset, length, check } = request
+    const piece = check != null ? createHash('sha256') : undefined
     const fd = openSync(path, 'r')
     try {
       for (let done = 0; done < length;) {
         const read = readSync(fd, buffer, 0, Math.min(buffer.byteLength, length - done), offset + done)
-        if (read === 0) throw new Error(`${path} ends at offset ${offset + done}, before the ${length} bytes at offset ${offset}`)
+        if (read === 0) return { message: `${path} ends at offset ${offset + done}, before the ${length} bytes at offset ${offset}` }
         hash.update(buffer.subarray(0, read))
+        piece?.update(buffer.subarray(0, read))
         done += read
       }
     } finally {
       closeSync(fd)
     }
+    if (piece == null || check == null || Buffer.from(check.sha256).equals(piece.digest())) return undefined
+    return { message: `piece ${check.index} at offset ${offset} of ${path} does not match its CID`, mismatch: check.index }
   }
 
   port.on('message', (request: HashRequest) => {
@@ -53,16 +72,17 @@ function hashWorkerMain (readBytes: number): void {
     const state = sessions.get(request.session) ?? createHash('sha256')
     if (request.op === 'digest') {
       sessions.delete(request.session)
-      const reply: HashReply = typeof state === 'string' ? { session: request.session, error: state } : { session: request.session, digest: new Uint8Array(state.digest()) }
+      const reply: HashReply = 'message' in state ? { session: request.session, failure: state } : { session: request.session, digest: new Uint8Array(state.digest()) }
       port.postMessage(reply)
       return
     }
     sessions.set(request.session, state)
-    if (typeof state === 'string') return
+    if ('message' in state) return
     try {
-      add(state, request.path, request.offset, request.length)
+      const failure = add(state, request)
+      if (failure != null) sessions.set(request.session, failure)
     } catch (err) {
-      sessions.set(request.session, `reading ${request.length} bytes at offset ${request.offset} of ${request.path}: ${(err as Error).message}`)
+      sessions.set(request.session, { message: `reading ${request.length} bytes at offset ${request.offset} of ${request.path}: ${(err as Error).message}` })
     }
   })
 }
