@@ -136,18 +136,22 @@ describe('download sources', () => {
     assert.equal(origin.served.get('/gossip-first.bin'), body.byteLength)
   })
 
-  it('catches a corrupt stored piece', async () => {
-    // 6 pieces of the supernode's 4 MiB.
-    const body = randomBytes(24 * MiB)
-    origin.files.set('/corrupt-store.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'corrupt-store-supernode'))
+  /** Puts a random file of `pieces` 4 MiB pieces on the origin, with a supernode of its own and a peer's parts. */
+  const seeded = async (name: string, pieces: number): Promise<{ body: Buffer, supernode: string, holder: PeerId, parts: Awaited<ReturnType<typeof peerParts>>, url: string, key: CID }> => {
+    const body = randomBytes(pieces * 4 * MiB)
+    origin.files.set(`/${name}.bin`, { body })
+    const supernode = await startSupernodeProcess(join(dir, `${name}-supernode`))
     processes.push(supernode.process)
     const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
-    const parts = await peerParts()
-    const url = `${base}/corrupt-store.bin`
+    const url = `${base}/${name}.bin`
     const { key } = await taskKeyOf(url)
-    const open = (): Download => {
-      const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false, pieceSize: 4 * MiB }, {
+    return { body, supernode: supernode.address, holder, parts: await peerParts(), url, key }
+  }
+
+  it('catches a corrupt stored piece', async () => {
+    const { body, supernode, holder, parts, url, key } = await seeded('corrupt-store', 6)
+    const begin = (): Download => {
+      const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode], backSource: false, pieceSize: 4 * MiB }, {
         ...parts, discovery: gossipFirst(holder, 6)
       })
       download.start()
@@ -155,7 +159,7 @@ describe('download sources', () => {
     }
 
     // 1. A complete download into the store.
-    const first = open()
+    const first = begin()
     await first.done
     first.release()
     const cid = first.cidOf(3)!
@@ -165,7 +169,7 @@ describe('download sources', () => {
     const bytes = await readFile(piece.path)
     bytes[100] = bytes[100]! ^ 0xff
     await writeFile(piece.path, bytes)
-    const second = open()
+    const second = begin()
     await assert.rejects(second.done, /piece 3 .* does not match its CID/)
     second.release()
     const deadline = Date.now() + 10_000
@@ -173,22 +177,14 @@ describe('download sources', () => {
     assert.equal(existsSync(piece.path), false, 'the corrupt piece file is deleted')
 
     // 3. The next download fetches that piece again.
-    const third = open()
+    const third = begin()
     await third.done
     assert.equal(cidToDigest(third.content!), `sha256:${createHash('sha256').update(body).digest('hex')}`)
     assert.deepEqual(await readFile(piece.path), body.subarray(12 * MiB, 16 * MiB))
   })
 
   it('requests during piece writes', async () => {
-    // 10 pieces of the supernode's 4 MiB.
-    const body = randomBytes(40 * MiB)
-    origin.files.set('/slow-disk.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'slow-disk-supernode'))
-    processes.push(supernode.process)
-    const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
-    const parts = await peerParts()
-    const url = `${base}/slow-disk.bin`
-    const { key } = await taskKeyOf(url)
+    const { body, supernode, holder, parts, url, key } = await seeded('slow-disk', 10)
 
     // A sink whose writes wait until the test opens the gate, as a slow disk would.
     const path = join(dir, 'slow-disk.out')
@@ -203,7 +199,7 @@ describe('download sources', () => {
         await file.write(bytes, 0, bytes.byteLength, offset)
       }
     }
-    const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false, pieceSize: 4 * MiB, supernodeRequests: 2, sink }, {
+    const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode], backSource: false, pieceSize: 4 * MiB, supernodeRequests: 2, sink }, {
       ...parts, discovery: gossipFirst(holder, 10)
     })
     download.start()
