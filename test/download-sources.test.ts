@@ -38,6 +38,13 @@ import { TestOrigin } from './helpers/origin-server.ts'
 
 const MiB = 1024 * 1024
 
+/** Inverts one byte of a file in place, keeping its size. */
+async function flipByte (path: string): Promise<void> {
+  const bytes = await readFile(path)
+  bytes[100] = bytes[100]! ^ 0xff
+  await writeFile(path, bytes)
+}
+
 /** Discovery that reports one holder of every piece as soon as a download watches the content. */
 function gossipFirst (holder: PeerId, pieces: number): Discovery {
   const scripted = {
@@ -136,8 +143,11 @@ describe('download sources', () => {
     assert.equal(origin.served.get('/gossip-first.bin'), body.byteLength)
   })
 
-  /** Puts a random file of `pieces` 4 MiB pieces on the origin, with a supernode of its own and a peer's parts. */
-  const seeded = async (name: string, pieces: number): Promise<{ body: Buffer, supernode: string, holder: PeerId, parts: Awaited<ReturnType<typeof peerParts>>, url: string, key: CID }> => {
+  /**
+   * Puts a random file of `pieces` 4 MiB pieces on the origin, with a supernode of its own and a
+   * peer's parts. `begin` starts a download of it into the peer's store.
+   */
+  const seeded = async (name: string, pieces: number): Promise<{ body: Buffer, supernode: string, holder: PeerId, parts: Awaited<ReturnType<typeof peerParts>>, url: string, key: CID, begin: () => Download }> => {
     const body = randomBytes(pieces * 4 * MiB)
     origin.files.set(`/${name}.bin`, { body })
     const supernode = await startSupernodeProcess(join(dir, `${name}-supernode`))
@@ -145,18 +155,19 @@ describe('download sources', () => {
     const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
     const url = `${base}/${name}.bin`
     const { key } = await taskKeyOf(url)
-    return { body, supernode: supernode.address, holder, parts: await peerParts(), url, key }
-  }
-
-  it('catches a corrupt stored piece', async () => {
-    const { body, supernode, holder, parts, url, key } = await seeded('corrupt-store', 6)
+    const parts = await peerParts()
     const begin = (): Download => {
-      const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode], backSource: false, pieceSize: 4 * MiB }, {
-        ...parts, discovery: gossipFirst(holder, 6)
+      const download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false, pieceSize: 4 * MiB }, {
+        ...parts, discovery: gossipFirst(holder, pieces)
       })
       download.start()
       return download
     }
+    return { body, supernode: supernode.address, holder, parts, url, key, begin }
+  }
+
+  it('catches a corrupt stored piece', async () => {
+    const { body, parts, begin } = await seeded('corrupt-store', 6)
 
     // 1. A complete download into the store.
     const first = begin()
@@ -166,9 +177,7 @@ describe('download sources', () => {
     const piece = parts.store.locate(cid)!
 
     // 2. The piece file changes on disk, as a crash during an unsynced write can leave it.
-    const bytes = await readFile(piece.path)
-    bytes[100] = bytes[100]! ^ 0xff
-    await writeFile(piece.path, bytes)
+    await flipByte(piece.path)
     const second = begin()
     await assert.rejects(second.done, /piece 3 .* does not match its CID/)
     second.release()
@@ -181,6 +190,21 @@ describe('download sources', () => {
     await third.done
     assert.equal(cidToDigest(third.content!), `sha256:${createHash('sha256').update(body).digest('hex')}`)
     assert.deepEqual(await readFile(piece.path), body.subarray(12 * MiB, 16 * MiB))
+  })
+
+  it('catches a corrupt one-piece content', async () => {
+    const { parts, begin } = await seeded('corrupt-one', 1)
+    const first = begin()
+    await first.done
+    first.release()
+    const piece = parts.store.locate(first.cidOf(0)!)!
+
+    // Its content hash is its piece CID, so only a read of the stored piece can catch a changed file.
+    await flipByte(piece.path)
+    const second = begin()
+    await assert.rejects(second.done, /piece 0 .* does not match its CID/)
+    second.release()
+    assert.equal(existsSync(piece.path), false)
   })
 
   it('requests during piece writes', async () => {

@@ -974,10 +974,22 @@ export class Download {
     if (this.localCount < layout.count || this.hashed < layout.count || this.digesting) return
     this.digesting = true
 
-    // A content of one piece is that piece, whose bytes matched its CID when stored.
+    // A content of one piece is that piece. Its bytes matched its CID when stored here, and
+    // otherwise a read through the store checks them (and deletes a file that fails).
     const only = layout.count === 1 ? this.cids[0] : undefined
-    if (layout.count === 0 || only != null) {
-      this.finish(only != null ? cidOfSha256(only.multihash.digest) : EMPTY_CONTENT)
+    if (layout.count === 0) {
+      this.finish(EMPTY_CONTENT)
+      return
+    }
+    if (only != null && !this.unchecked.has(0)) {
+      this.finish(cidOfSha256(only.multihash.digest))
+      return
+    }
+    if (only != null) {
+      this.components.store.get(only).then(bytes => {
+        if (bytes == null) throw new VerificationError(`piece 0 of ${this.key.toString()} in the store does not match its CID`)
+        this.finish(cidOfSha256(only.multihash.digest))
+      }).catch((err: Error) => { this.fail(err) })
       return
     }
     const hash = this.hash
