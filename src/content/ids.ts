@@ -3,6 +3,7 @@
  * carry the same hash and convert both ways. URLs without a known digest get
  * a key CID with a private-use codec, so a key is never taken for a content hash.
  */
+import { createHash } from 'node:crypto'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
@@ -62,6 +63,9 @@ export async function cidOfBytes (bytes: Uint8Array): Promise<CID> {
 export function cidOfSha256 (hash: Uint8Array): CID {
   return CID.createV1(raw.code, Digest.create(SHA256_CODE, hash))
 }
+
+/** Content CID of zero bytes. */
+export const EMPTY_CONTENT_CID = cidOfSha256(createHash('sha256').digest())
 
 /** Derives the key of a normalised URL (see `normaliseUrl`). */
 export async function urlKey (normalisedUrl: string): Promise<CID> {

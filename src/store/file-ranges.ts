@@ -46,7 +46,7 @@ export class FileRanges {
     return this.ranges.get(key)?.length
   }
 
-  /** Returns the file range that holds a piece, or undefined. */
+  /** Returns the file range that contains a piece, or undefined. */
   locate (key: string): FileRange | undefined {
     const range = this.ranges.get(key)
     return range == null ? undefined : { path: range.path, offset: range.offset, length: range.length }

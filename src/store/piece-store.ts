@@ -7,7 +7,7 @@
 import { lstat, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { CID } from 'multiformats/cid'
-import { cidOfBytes, isContentCid } from '../content/ids.ts'
+import { EMPTY_CONTENT_CID, cidOfBytes, isContentCid } from '../content/ids.ts'
 import { MAX_PIECE_SIZE } from '../content/pieces.ts'
 import { makeDirectory } from '../directories.ts'
 import { UsageError, VerificationError } from '../errors.ts'
@@ -62,7 +62,6 @@ export class PieceStore {
    */
   private readonly queues = new Map<string, Promise<void>>()
   /** CID string of the empty piece, the one piece whose file may have 0 bytes. */
-  private emptyPieceKey = ''
   /**
    * Files this process wrote or verified, as inode and modification time: reading them again skips
    * the hash, because a hot piece is read once per upload. A file replaced or written since has a
@@ -96,7 +95,6 @@ export class PieceStore {
   /** Scans the directory: removes leftover temp files, indexes every piece file (name = CID, size). */
   async start (): Promise<void> {
     await makeDirectory(this.piecesDir)
-    this.emptyPieceKey = (await cidOfBytes(new Uint8Array())).toString()
 
     const removedTemps = await this.scan()
     this.log.info({ dir: this.piecesDir, pieces: this.index.count, bytes: this.index.usedBytes, removedTemps }, 'piece store started')
@@ -387,7 +385,7 @@ export class PieceStore {
   }
 
   private isPlausibleSize (key: string, size: number): boolean {
-    if (size === 0) return key === this.emptyPieceKey
+    if (size === 0) return key === EMPTY_CONTENT_CID.toString()
     return size <= MAX_PIECE_SIZE
   }
 

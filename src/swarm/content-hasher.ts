@@ -79,7 +79,7 @@ export class ContentHasher {
     }
   }
 
-  /** Ends the thread; digests still pending reject. */
+  /** Ends the thread. Digests still pending reject. */
   async stop (): Promise<void> {
     const worker = this.worker
     this.worker = undefined

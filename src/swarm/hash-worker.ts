@@ -82,7 +82,7 @@ function hashWorkerMain (readBytes: number): void {
       const failure = add(state, request)
       if (failure != null) sessions.set(request.session, failure)
     } catch (err) {
-      sessions.set(request.session, { message: `reading ${request.length} bytes at offset ${request.offset} of ${request.path}: ${(err as Error).message}` })
+      sessions.set(request.session, { message: `failed to read ${request.length} bytes at offset ${request.offset} of ${request.path}: ${(err as Error).message}` })
     }
   })
 }
