@@ -21,6 +21,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { pino } from 'pino'
 import type { CID } from 'multiformats/cid'
 import { cidToDigest } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
@@ -33,6 +34,7 @@ import { PieceStore } from '../src/store/piece-store.ts'
 import { ContentHasher } from '../src/swarm/content-hasher.ts'
 import { Discovery, type HaveListener } from '../src/swarm/discovery.ts'
 import { Download, type PieceSink } from '../src/swarm/download.ts'
+import { Engine } from '../src/swarm/engine.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
 
@@ -45,11 +47,11 @@ async function flipByte (path: string): Promise<void> {
   await writeFile(path, bytes)
 }
 
-/** Discovery that reports one holder of every piece as soon as a download watches the content. */
-function gossipFirst (holder: PeerId, pieces: number): Discovery {
+/** Discovery that reports holders of every piece as soon as a download watches the content. */
+function gossipFirst (holder: PeerId | PeerId[], pieces: number): Discovery {
   const scripted = {
     watch: (_key: CID, listener: HaveListener) => {
-      listener(holder, Array.from({ length: pieces }, (_, index) => index))
+      for (const peer of [holder].flat()) listener(peer, Array.from({ length: pieces }, (_, index) => index))
       return () => {}
     },
     announce: () => {},
@@ -57,6 +59,11 @@ function gossipFirst (holder: PeerId, pieces: number): Discovery {
     findProviders: async function * () {}
   }
   return scripted as unknown as Discovery
+}
+
+/** Returns a logger at info level that keeps each line, parsed, in `lines`. */
+function recordingLogger (lines: Array<Record<string, unknown>>): Logger {
+  return pino({ level: 'info' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>) } })
 }
 
 describe('download sources', () => {
@@ -238,5 +245,63 @@ describe('download sources', () => {
     await download.done
     await file.close()
     assert.deepEqual(await readFile(path), body)
+  })
+
+  /** Starts an engine on loopback that downloads `url` through `supernode` and then holds it. */
+  const holding = async (url: string, supernode: string, uploadRate?: number): Promise<Engine> => {
+    const engine = await Engine.create({
+      privateKey: await ephemeralIdentity(),
+      dataDir: await mkdtemp(join(dir, 'holder-')),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      supernodes: [supernode],
+      backSource: false,
+      pieceSize: 4 * MiB,
+      logger: silentLogger(),
+      ...(uploadRate != null ? { uploadRate } : {})
+    })
+    stops.push(async () => { await engine.stop() })
+    await (await engine.open({ url })).done
+    return engine
+  }
+
+  /** Starts a download of a seeded content from the supernode and `peers`, which gossip reports as holders of every piece. */
+  const fromHolders = async (seed: Awaited<ReturnType<typeof seeded>>, peers: Engine[], pieces: number, lines: Array<Record<string, unknown>>): Promise<Download> => {
+    for (const peer of peers) await seed.parts.node.peerStore.merge(peer.node.peerId, { multiaddrs: peer.node.getMultiaddrs() })
+    const holders = peers.map(peer => peer.node.peerId)
+    const download = new Download({ key: seed.key, url: seed.url, headers: {}, filter: [], supernodes: [seed.supernode], backSource: false, pieceSize: 4 * MiB, peerRequests: 2, supernodeRequests: 2 }, {
+      ...seed.parts, logger: recordingLogger(lines), discovery: gossipFirst(holders, pieces)
+    })
+    download.start()
+    await download.done
+    return download
+  }
+
+  it('no end-game copies from quick holders', async () => {
+    const seed = await seeded('endgame-quick', 2)
+    const peers = [await holding(seed.url, seed.supernode), await holding(seed.url, seed.supernode)]
+
+    // Two peers with a window of 2 and the supernode hold both pieces. The first pass requests
+    // both from the first peer, which starts the end game.
+    const lines: Array<Record<string, unknown>> = []
+    const download = await fromHolders(seed, peers, 2, lines)
+    assert.equal(download.received(), seed.body.byteLength)
+    const complete = lines.find(line => line.msg === 'download complete')
+    assert.ok(complete != null, 'the download logged its summary')
+    assert.equal(complete.duplicateBytes, 0)
+    assert.equal(complete.cancelled, 0)
+  })
+
+  it('end-game copies from a slow holder', async () => {
+    const seed = await seeded('endgame-slow', 2)
+    // 256 KiB/s: each 4 MiB piece takes 16 s or more from this peer.
+    const slow = await holding(seed.url, seed.supernode, 256 * 1024)
+
+    // Gossip names the slow peer before the supernode answers, so it gets both pieces first.
+    const lines: Array<Record<string, unknown>> = []
+    const download = await fromHolders(seed, [slow], 2, lines)
+    assert.equal(download.stats.fromSupernode, seed.body.byteLength)
+    const complete = lines.find(line => line.msg === 'download complete')
+    assert.ok(complete != null, 'the download logged its summary')
+    assert.equal(complete.cancelled, 2)
   })
 })

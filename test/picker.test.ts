@@ -20,7 +20,7 @@ function source (index: number, has: number[], supernode = false): Source {
   return created
 }
 
-function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, frontier?: number, unknown?: number[] } = {}): PickerState {
+function state (sources: Source[], count: number, options: { local?: number[], inflight?: Record<number, number>, cursor?: number, frontier?: number, unknown?: number[], recent?: number[] } = {}): PickerState {
   const local = (index: number): boolean => (options.local ?? []).includes(index)
   const requested = Object.entries(options.inflight ?? {}).filter(([, requests]) => requests > 0).map(([index]) => Number(index))
   return {
@@ -31,7 +31,8 @@ function state (sources: Source[], count: number, options: { local?: number[], i
     sources,
     cursor: options.cursor ?? -1,
     frontier: options.frontier ?? 0,
-    endgame: endgameReached(count - (options.local ?? []).length, requested, local)
+    endgame: endgameReached(count - (options.local ?? []).length, requested, local),
+    overdue: index => !(options.recent ?? []).includes(index)
   }
 }
 
@@ -116,6 +117,15 @@ describe('piece picker', () => {
     assert.equal(endgameReached(0, [], () => true), true)
   })
 
+  it('copies only overdue pieces', () => {
+    const a = source(0, [0, 1])
+    const b = source(1, [0, 1])
+    b.inflight.add(0)
+    b.inflight.add(1)
+    assert.equal(pickPiece(a, state([a, b], 3, { local: [2], inflight: { 0: 1, 1: 1 }, recent: [0] })), 1)
+    assert.equal(pickPiece(a, state([a, b], 3, { local: [2], inflight: { 0: 1, 1: 1 }, recent: [0, 1] })), undefined)
+  })
+
   it('caps end-game duplicates', () => {
     const a = source(0, [1])
     assert.equal(pickPiece(a, state([a], 2, { local: [0], inflight: { 1: 2 } })), undefined)
@@ -148,6 +158,24 @@ describe('super-seeding', () => {
     assert.equal(seeding.decide(key, 1, 'b'), 'serve')
     connected.delete('a')
     assert.equal(seeding.decide(key, 0, 'b'), 'serve')
+  })
+
+  it('serves copies while idle', async () => {
+    const { SuperSeeding } = await import('../src/supernode/super-seeding.ts')
+    const { cidOfBytes } = await import('../src/content/ids.ts')
+    const key = await cidOfBytes(new Uint8Array([5]))
+    let complete = true
+    const seeding = new SuperSeeding({ graceMs: 60_000, completeGraceMs: 60_000, isComplete: () => complete })
+    assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    // The upload to 'a' runs: a copy would delay it.
+    assert.equal(seeding.decide(key, 0, 'b'), 'busy')
+    seeding.finished(key, 0, 'a', true)
+    // Nothing is being sent, but the content is still being cut: fresh pieces may need the upload.
+    complete = false
+    assert.equal(seeding.decide(key, 0, 'b'), 'busy')
+    complete = true
+    assert.equal(seeding.decide(key, 0, 'b'), 'serve')
+    assert.equal(seeding.decide(key, 0, 'c'), 'busy')
   })
 
   it('serves copies after the grace period', async () => {

@@ -8,11 +8,15 @@
  *           supernode fetches each blob from the registry and streams pieces on
  *   warm    through the second host's proxy, while the first host has every blob stored
  *
+ * With --primed, each proxy first serves another image of two 8 MiB layers, cold through the first
+ * host and warm through the second. A proxy that has run for a while has done so: its code is
+ * compiled and optimised, and its links are up. The timed pulls follow.
+ *
  * Every run starts a fresh supernode and two proxies. The registry must serve
  * each blob once for cold and warm together, or the run is rejected (containerd
  * falls back to the registry when a mirror fails, which would hide a broken proxy).
  *
- *   node e2e/bench/proxy-pull.ts [--layers 24,20,12,8] [--runs 3] [--json FILE] [--keep]
+ *   node e2e/bench/proxy-pull.ts [--layers 24,20,12,8] [--runs 3] [--primed] [--json FILE] [--keep]
  */
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -33,6 +37,7 @@ const HELP = `Usage: node e2e/bench/proxy-pull.ts [options]
 
   --layers LIST   layer sizes in MiB, comma-separated (default: 24,20,12,8, 64 MiB in all)
   --runs N        runs, each with a fresh supernode, proxies and containerds (default: 3)
+  --primed        before the timed pulls, pull another image through both proxies
   --json FILE     also write every measurement to FILE as JSON
   --keep          keep the work directory with every process's log, and print its path
   --help          print this text
@@ -67,6 +72,7 @@ const PULL_TIMEOUT_MS = 600_000
 interface BenchOptions {
   layerSizes: number[]
   runs: number
+  primed: boolean
   json?: string
   keep: boolean
 }
@@ -97,6 +103,8 @@ interface RunResult {
   /** Layer bytes the warm host received from peers and from the supernode. */
   warmFromPeers: number
   warmFromSupernode: number
+  /** Piece bytes the warm host received for nothing: copies that arrived after another copy, or that were cancelled. */
+  warmWastedBytes: number
   /** 1-minute load average before the run. */
   loadAverage: number
 }
@@ -109,6 +117,7 @@ function parseOptions (argv: string[]): BenchOptions & { help: boolean } {
       runs: { type: 'string', default: '3' },
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      primed: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
   })
@@ -118,7 +127,7 @@ function parseOptions (argv: string[]): BenchOptions & { help: boolean } {
   }
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`invalid --runs "${values.runs}": expected a whole number from 1 to 50`)
-  return { layerSizes: layerSizes.map(size => size * MiB), runs, keep: values.keep, help: values.help, ...(values.json != null ? { json: values.json } : {}) }
+  return { layerSizes: layerSizes.map(size => size * MiB), runs, primed: values.primed, keep: values.keep, help: values.help, ...(values.json != null ? { json: values.json } : {}) }
 }
 
 async function main (): Promise<void> {
@@ -136,13 +145,14 @@ async function main (): Promise<void> {
   try {
     const image = await buildImage(join(work, 'image'), options.layerSizes)
     await pushImage(registry.url, 'bench/app', 'v1', image)
+    if (options.primed) await pushImage(registry.url, 'bench/prime', 'v1', await buildImage(join(work, 'prime'), [8 * MiB, 8 * MiB]))
     const imageBytes = [...image.layers, image.config].reduce((sum, blob) => sum + blob.size, 0)
     process.stderr.write(`image: ${image.layers.length} layers, ${(imageBytes / MiB).toFixed(1)} MiB\n`)
 
     // 2. The runs, one after the other.
     const results: RunResult[] = []
     for (let run = 1; run <= options.runs; run++) {
-      const result = await measureRun(run, join(work, `run-${run}`), registry, image)
+      const result = await measureRun(run, join(work, `run-${run}`), registry, image, options.primed)
       results.push(result)
       process.stderr.write(`run ${run}: direct ${seconds(result.directMs)} s, cold ${seconds(result.coldMs)} s, warm ${seconds(result.warmMs)} s\n`)
     }
@@ -155,6 +165,7 @@ async function main (): Promise<void> {
       `Machine: ${facts.cpus} CPUs (${facts.cpuModel}), ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}, Node ${facts.node}, work directory on ${facts.filesystem}.`,
       `${facts.containerd}; ${facts.registry}.`,
       `Image: ${image.layers.length} layers (${options.layerSizes.map(size => size / MiB).join(', ')} MiB) and a config blob, ${(imageBytes / MiB).toFixed(1)} MiB in all.`,
+      ...(options.primed ? ['Primed: before the timed pulls, each proxy served another image of two 8 MiB layers.'] : []),
       '',
       renderTable(results),
       ''
@@ -170,8 +181,8 @@ async function main (): Promise<void> {
   }
 }
 
-/** Runs direct, cold and warm pulls with a fresh supernode, two proxies and three containerds. */
-async function measureRun (run: number, dir: string, registry: TestRegistry, image: TestImage): Promise<RunResult> {
+/** Runs direct, cold and warm pulls with a fresh supernode, two proxies and three containerds; `primed` pulls the other image through both proxies first. */
+async function measureRun (run: number, dir: string, registry: TestRegistry, image: TestImage, primed: boolean): Promise<RunResult> {
   const loadAverage = loadavg()[0] ?? 0
   const reference = `${registry.host}/bench/app:v1`
   const before = await blobGetCounts(registry, image)
@@ -192,6 +203,9 @@ async function measureRun (run: number, dir: string, registry: TestRegistry, ima
     swarm = await tracked(async () => await TestSwarm.start({ dir, hosts: 2, allowOrigins: [registry.host], proxyArgs: ['--registry', registry.url] }))
     const afterDirect = await blobGetCounts(registry, image)
     const idleRssKiB = await rssKiBOf(pidOf(swarm.proxies[0]?.child.pid, 'proxy of host 0'))
+    if (primed) {
+      for (const host of [0, 1]) await pullThroughProxy(swarm, host, containerds[host + 1]!, join(dir, `hosts-${host}`), registry, `${registry.host}/bench/prime:v1`)
+    }
     const cold = await pullThroughProxy(swarm, 0, coldClient, join(dir, 'hosts-0'), registry, reference)
     const warm = await pullThroughProxy(swarm, 1, warmClient, join(dir, 'hosts-1'), registry, reference)
 
@@ -214,13 +228,15 @@ async function measureRun (run: number, dir: string, registry: TestRegistry, ima
     }
     let warmFromPeers = 0
     let warmFromSupernode = 0
+    let warmWastedBytes = 0
     for (const layer of image.layers) {
       const line = (await swarm.downloads(1, layer.digest))[0]
       warmFromPeers += line?.fromPeers ?? 0
       warmFromSupernode += line?.fromSupernode ?? 0
+      warmWastedBytes += (line?.duplicateBytes ?? 0) + (line?.cancelledBytes ?? 0)
     }
 
-    return { run, directMs, directCpuSeconds, coldMs: cold.ms, warmMs: warm.ms, cold: cold.usage, warm: warm.usage, idleRssKiB, warmFromPeers, warmFromSupernode, loadAverage }
+    return { run, directMs, directCpuSeconds, coldMs: cold.ms, warmMs: warm.ms, cold: cold.usage, warm: warm.usage, idleRssKiB, warmFromPeers, warmFromSupernode, warmWastedBytes, loadAverage }
   } finally {
     for (const containerd of containerds) await containerd.stop()
     await swarm?.stop()
@@ -283,7 +299,7 @@ function pidOf (pid: number | undefined, name: string): number {
 }
 
 function renderTable (results: RunResult[]): string {
-  const header = ['run', 'direct s', 'cold s', 'warm s', 'cold ÷ direct', 'warm ÷ direct', 'direct: registry + containerd CPU s', 'cold: proxy CPU s', 'cold: all dfnode CPU s', 'warm: proxy CPU s', 'warm: all dfnode CPU s', 'idle proxy RSS MiB', 'cold proxy peak RSS MiB', 'warm proxy peak RSS MiB', 'warm MiB from peers / supernode', 'load avg']
+  const header = ['run', 'direct s', 'cold s', 'warm s', 'cold ÷ direct', 'warm ÷ direct', 'direct: registry + containerd CPU s', 'cold: proxy CPU s', 'cold: all dfnode CPU s', 'warm: proxy CPU s', 'warm: all dfnode CPU s', 'idle proxy RSS MiB', 'cold proxy peak RSS MiB', 'warm proxy peak RSS MiB', 'warm MiB from peers / supernode', 'warm MiB received for nothing', 'load avg']
   const rows = results.map(result => [
     String(result.run),
     seconds(result.directMs),
@@ -300,6 +316,7 @@ function renderTable (results: RunResult[]): string {
     mebibytes(result.cold.peakRssKiB),
     mebibytes(result.warm.peakRssKiB),
     `${(result.warmFromPeers / MiB).toFixed(0)} / ${(result.warmFromSupernode / MiB).toFixed(0)}`,
+    (result.warmWastedBytes / MiB).toFixed(0),
     result.loadAverage.toFixed(1)
   ])
   if (results.length > 1) {
@@ -319,6 +336,7 @@ function renderTable (results: RunResult[]): string {
       mebibytes(median(results.map(r => r.cold.peakRssKiB))),
       mebibytes(median(results.map(r => r.warm.peakRssKiB))),
       '',
+      (median(results.map(r => r.warmWastedBytes)) / MiB).toFixed(0),
       ''
     ])
   }

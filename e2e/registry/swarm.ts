@@ -38,6 +38,10 @@ export interface DownloadLine extends DfnodeLogLine {
   fromPeers: number
   fromOrigin: number
   fromLocal: number
+  /** Piece bytes that arrived after another copy of the piece was stored. */
+  duplicateBytes?: number
+  /** Piece bytes received on copies that were cancelled once another copy was stored. */
+  cancelledBytes?: number
 }
 
 export class TestSwarm {

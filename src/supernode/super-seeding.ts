@@ -5,7 +5,8 @@
  * only when the first upload failed, its recipients left, or a grace period has passed
  * since the first upload finished. While the supernode still cuts the content, a copy also
  * waits until no first upload of that content runs, because until then fresh pieces fill the upload.
- * The grace period is shorter once the supernode has stored the whole content.
+ * The grace period is shorter once the supernode has stored the whole content. A copy of such a
+ * content's piece also goes out at once when the supernode is sending no other piece.
  */
 import type { CID } from 'multiformats/cid'
 import type { UploadPolicy } from '../swarm/piece-server.ts'
@@ -51,6 +52,8 @@ const MAX_CONTENTS = 1024
 export class SuperSeeding implements UploadPolicy {
   private readonly init: SuperSeedingInit
   private readonly contents = new Map<string, ContentEntry>()
+  /** Uploads allowed by `decide` whose end `finished` has not reported yet. */
+  private sending = 0
 
   constructor (init: SuperSeedingInit = {}) {
     this.init = init
@@ -74,8 +77,11 @@ export class SuperSeeding implements UploadPolicy {
     const waited = entry.delivered != null
       ? now - entry.delivered > grace && (complete || !this.firstUploadRunning(content, now, pendingMs))
       : now - entry.first > pendingMs
-    const serve = entry.peers.has(peer) || entry.peers.size < copies || recipientsLeft || waited
+    // With no piece being sent, a copy delays no other upload when it starts.
+    const idle = complete && this.sending === 0
+    const serve = entry.peers.has(peer) || entry.peers.size < copies || recipientsLeft || waited || idle
     if (!serve) return 'busy'
+    this.sending++
     if (entry.peers.size === 0) {
       entry.first = now
       content.firstUploads.set(index, now)
@@ -86,6 +92,7 @@ export class SuperSeeding implements UploadPolicy {
 
   /** Records the end of an upload: a failed one frees the piece for the next requester. */
   finished (key: CID, index: number, peer: string, ok: boolean): void {
+    this.sending = Math.max(0, this.sending - 1)
     const content = this.contents.get(key.toString())
     const entry = content?.pieces.get(index)
     if (content == null || entry == null) return

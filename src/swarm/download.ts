@@ -25,7 +25,7 @@ import type { DirectPool } from './direct-pool.ts'
 import { FramedStream } from './frames.ts'
 import { ownPiece, releasePiece } from './piece-buffers.ts'
 import type { PeerSlots } from './peer-slots.ts'
-import { endgameReached, pickPiece } from './piece-picker.ts'
+import { ENDGAME_DUPLICATES, endgameReached, pickPiece } from './piece-picker.ts'
 import { errorFromSeedEvent, openSeed } from './seed-client.ts'
 import { Source } from './sources.ts'
 import { rankSupernodes } from './supernodes.ts'
@@ -145,6 +145,42 @@ const SPARSE_LOOKUP_EVERY = 8
  */
 const MAX_WRITING = 2
 
+/**
+ * The end game requests a piece again once its request has run this many times as long as a
+ * holder took per piece, on average. Copies requested at once mostly arrived after the first copy
+ * and were thrown away (docs/benchmarks.md has the figures).
+ */
+const ENDGAME_OVERDUE_FACTOR = 1.5
+
+/** Shortest wait per piece of the end game before it requests a piece again, in ms. */
+const ENDGAME_MIN_WAIT_MS = 200
+
+/** End-game wait before the download has received any piece, in ms. */
+const ENDGAME_FIRST_WAIT_MS = 1000
+
+/**
+ * Pieces up to this size are copied in the end game without a wait: a copy costs little upload,
+ * and such a piece may wait behind large ones at its holder, which serves a link's requests in order.
+ */
+const ENDGAME_SMALL_PIECE_BYTES = 256 * 1024
+
+/** Weight of the latest piece in the moving average of the time per piece. */
+const PIECE_TIME_WEIGHT = 0.2
+
+/** Wait before the scheduler looks again at overdue pieces that no holder could take, in ms. */
+const OVERDUE_RECHECK_MS = 400
+
+/** A piece request in flight, with what the end game's wait needs. */
+interface Flight {
+  /** Start of the request, in ms since the epoch. A dial that hangs counts toward the wait. */
+  at: number
+  /**
+   * Requests on the holder's link when this one was sent, itself included. The holder serves
+   * them in order, so this request waits for the others.
+   */
+  queue: number
+}
+
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
 
 export class Download {
@@ -167,6 +203,15 @@ export class Download {
   private inflightCount: number[] = []
   /** Pieces with at least one request in flight to a holder. */
   private readonly requested = new Set<number>()
+  /** Requests in flight to holders, per piece. */
+  private readonly flights = new Map<number, Flight[]>()
+  /**
+   * Moving average of the time a holder took per piece, in ms: from sending the request to the
+   * last byte, divided by the requests queued on the link. Undefined before the first piece.
+   */
+  private pieceMs: number | undefined
+  /** Wakes the scheduler when the end game's next piece becomes overdue. */
+  private endgameTimer: NodeJS.Timeout | undefined
   private originInflight = new Set<number>()
   private expectedContent?: CID
   private seedLost = false
@@ -731,7 +776,8 @@ export class Download {
       sources: [...this.sources.values()].filter(source => source.usable(now)),
       cursor: this.cursor,
       frontier: this.hashed,
-      endgame: endgameReached(this.layout.count - this.localCount - this.writing.size, this.requested, local)
+      endgame: endgameReached(this.layout.count - this.localCount - this.writing.size, this.requested, local),
+      overdue: (index: number) => this.overdueAt(index) <= now
     }
 
     // Fill each holder's request window.
@@ -745,6 +791,9 @@ export class Download {
       }
     }
 
+    // The requests above may have started the end game.
+    if (endgameReached(this.layout.count - this.localCount - this.writing.size, this.requested, local)) this.wakeWhenOverdue(now, local)
+
     // Once no supernode is left, pieces that no holder offers come from the origin.
     if (this.seedLost && this.init.backSource) {
       for (let index = 0; index < this.layout.count && this.originInflight.size < ORIGIN_REQUESTS; index++) {
@@ -754,6 +803,43 @@ export class Download {
     } else if (this.seedLost && !this.init.backSource && this.activeSources() === 0 && !state.sources.some(source => source.has.size > 0)) {
       this.fail(new NoSourceError(`no supernode or peer can supply the rest of ${stripQuery(this.init.url)} and back-to-source is off`))
     }
+  }
+
+  /** Returns the time from which the end game may request piece `index` again, in ms since the epoch. */
+  private overdueAt (index: number): number {
+    let at = 0
+    for (const flight of this.flights.get(index) ?? []) at = Math.max(at, flight.at + this.endgameWaitMs(index, flight))
+    return at
+  }
+
+  /** Time the end game waits for a request of piece `index` before it requests the piece again, in ms. */
+  private endgameWaitMs (index: number, flight: Flight): number {
+    if (pieceLength(index, this.layout!.size, this.layout!.pieceSize) <= ENDGAME_SMALL_PIECE_BYTES) return 0
+    if (this.pieceMs == null) return ENDGAME_FIRST_WAIT_MS
+    // A slow holder's pieces lengthen the average; the wait stays below the stall limit.
+    const perPiece = Math.max(ENDGAME_MIN_WAIT_MS, ENDGAME_OVERDUE_FACTOR * this.pieceMs)
+    return Math.min((this.init.stallMs ?? 10_000) / 2, perPiece * flight.queue)
+  }
+
+  /**
+   * Schedules a pass for when the next piece in flight becomes overdue. Pieces already overdue
+   * that no holder took are looked at again after OVERDUE_RECHECK_MS, unless a request ends first.
+   */
+  private wakeWhenOverdue (now: number, local: (index: number) => boolean): void {
+    let next = Infinity
+    for (const index of this.flights.keys()) {
+      if (local(index) || (this.inflightCount[index] ?? 0) >= ENDGAME_DUPLICATES) continue
+      const at = this.overdueAt(index)
+      next = Math.min(next, at > now ? at : now + OVERDUE_RECHECK_MS)
+    }
+    clearTimeout(this.endgameTimer)
+    this.endgameTimer = undefined
+    if (next === Infinity) return
+    this.endgameTimer = setTimeout(() => {
+      this.endgameTimer = undefined
+      this.schedule()
+    }, next - now)
+    this.endgameTimer.unref()
   }
 
   /**
@@ -772,10 +858,14 @@ export class Download {
   }
 
   private request (source: Source, index: number): void {
-    this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece requested')
+    this.components.logger.trace({ peer: source.id, supernode: source.supernode, key: this.key.toString(), index }, 'piece requested')
     source.inflight.add(index)
     this.inflightCount[index] = (this.inflightCount[index] ?? 0) + 1
     this.requested.add(index)
+    const flight: Flight = { at: Date.now(), queue: 1 }
+    const flights = this.flights.get(index) ?? []
+    flights.push(flight)
+    this.flights.set(index, flights)
     let received = 0
     let client: PieceClient | undefined
     let windowFreed = false
@@ -789,12 +879,15 @@ export class Download {
       try {
         client = await this.clientFor(source)
         if (client == null) return
+        flight.queue = client.inflight + 1
+        const sentAt = Date.now()
         const result = await client.get(this.key, index, count => { received += count })
         if (result === 'missing') {
           source.has.delete(index)
           return
         }
         if (result === 'busy') {
+          this.components.logger.trace({ peer: source.id, key: this.key.toString(), index }, 'piece busy')
           source.deferred.set(index, Date.now() + BUSY_RETRY_MS)
           setTimeout(() => { this.schedule() }, BUSY_RETRY_MS).unref()
           return
@@ -817,6 +910,8 @@ export class Download {
             return
           }
           source.bytes += bytes.byteLength
+          const ms = (Date.now() - sentAt) / flight.queue
+          this.pieceMs = this.pieceMs == null ? ms : this.pieceMs + PIECE_TIME_WEIGHT * (ms - this.pieceMs)
 
           // The holder's window takes the next request while this piece is written. The piece
           // stays counted in flight until it is stored, so no other holder is asked for it.
@@ -825,7 +920,7 @@ export class Download {
             this.schedule()
           }
           await this.accept(index, bytes, source.supernode ? 'supernode' : 'peer')
-          this.components.logger.trace({ peer: source.id, supernode: source.supernode, index }, 'piece received')
+          this.components.logger.trace({ peer: source.id, supernode: source.supernode, key: this.key.toString(), index }, 'piece received')
         } finally {
           releasePiece(bytes)
         }
@@ -836,6 +931,9 @@ export class Download {
         freeWindow()
         this.inflightCount[index] = Math.max(0, (this.inflightCount[index] ?? 1) - 1)
         if (this.inflightCount[index] === 0) this.requested.delete(index)
+        const left = (this.flights.get(index) ?? []).filter(other => other !== flight)
+        if (left.length > 0) this.flights.set(index, left)
+        else this.flights.delete(index)
         this.schedule()
       }
     })()
@@ -1065,6 +1163,7 @@ export class Download {
     if (!this.controller.signal.aborted) this.controller.abort(new Error('download ended'))
     for (const timer of this.timers) clearInterval(timer)
     this.timers = []
+    clearTimeout(this.endgameTimer)
     this.unwatch?.()
     this.unwatch = undefined
     this.unslot?.()

@@ -238,6 +238,11 @@ export class Engine {
     }
   }
 
+  /** Starts the content hash thread ahead of the first download, as a long-running daemon wants. */
+  prepareHashing (): void {
+    this.hasher.start()
+  }
+
   /** Returns the keys of the contents stored here completely. */
   heldContents (): CID[] {
     return this.records.list().filter(record => record.content != null).map(record => record.key)

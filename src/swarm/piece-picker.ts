@@ -1,8 +1,10 @@
 /**
  * Choice of the next piece to request from a holder: pieces near a streaming
  * reader first, then rarest first, and duplicates of pieces already in flight
- * only in the end game. Among equally rare pieces, those just after the stored
- * prefix come first and the rest in random order.
+ * only in the end game, once the request in flight is overdue (the download
+ * sets the wait).
+ * Among equally rare pieces, those just after the stored prefix come first and
+ * the rest in random order.
  */
 import type { Source } from './sources.ts'
 
@@ -20,6 +22,8 @@ export interface PickerState {
   frontier: number
   /** True once every missing piece is requested (see `endgameReached`). Only then may a piece be requested twice. */
   endgame: boolean
+  /** Tells whether the requests in flight for a piece have run so long that the end game may request it again. */
+  overdue: (index: number) => boolean
 }
 
 /** Pieces after the cursor that are fetched in index order before rarest-first applies. */
@@ -89,11 +93,11 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
   }
   if (best != null || missing === 0 || !state.endgame) return best
 
-  // End game: every missing piece is in flight; duplicate the least requested.
+  // End game: every missing piece is in flight; duplicate the least requested of those overdue.
   let endgame: number | undefined
   let fewest = ENDGAME_DUPLICATES
   for (const index of source.has) {
-    if (!wanted(index)) continue
+    if (!wanted(index) || !state.overdue(index)) continue
     const requests = inflight(index)
     if (requests < fewest) {
       endgame = index
