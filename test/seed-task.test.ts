@@ -1,19 +1,21 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { CID } from 'multiformats/cid'
+import { cidOfBytes } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { silentLogger } from '../src/log.ts'
 import { OriginClient } from '../src/origin/client.ts'
 import { ContentRecords } from '../src/store/content-records.ts'
 import { PieceStore } from '../src/store/piece-store.ts'
 import { SeedTask } from '../src/supernode/seed-task.ts'
+import { ContentHasher } from '../src/swarm/content-hasher.ts'
 import type { Discovery } from '../src/swarm/discovery.ts'
 
 const PIECE = 64 * 1024
@@ -26,16 +28,19 @@ describe('seed task', () => {
   const file = randomBytes(SIZE)
   /** Responses of the origin, to see whether the supernode closed them. */
   const responses: ServerResponse[] = []
+  const hasher = new ContentHasher(silentLogger())
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'dfnode-seed-task-'))
     // The origin sends one piece every 20 ms, so it is still sending when a piece fails to store.
+    // Paths that start with /one- get the first piece only.
     server = createServer((req, res) => {
       responses.push(res)
-      res.writeHead(200, { 'content-length': String(SIZE) })
+      const size = req.url?.startsWith('/one-') === true ? PIECE : SIZE
+      res.writeHead(200, { 'content-length': String(size) })
       let sent = 0
       const timer = setInterval(() => {
-        if (res.destroyed || sent >= SIZE) {
+        if (res.destroyed || sent >= size) {
           clearInterval(timer)
           res.end()
           return
@@ -51,6 +56,7 @@ describe('seed task', () => {
   })
 
   after(async () => {
+    await hasher.stop()
     server.closeAllConnections()
     server.close()
     await rm(dir, { recursive: true, force: true })
@@ -60,10 +66,10 @@ describe('seed task', () => {
    * Builds a task on a real store, records and origin client. Discovery is a stand-in: these tests
    * watch the origin and the store, and a libp2p node would add nothing to them.
    */
-  async function taskFor (name: string, failOnPiece?: number): Promise<{ task: SeedTask, records: ContentRecords, store: PieceStore }> {
+  async function taskFor (name: string, failOnPiece?: number, existing?: PieceStore): Promise<{ task: SeedTask, records: ContentRecords, store: PieceStore }> {
     const logger = silentLogger()
-    const store = new PieceStore({ dir: join(dir, name, 'pieces') })
-    await store.start()
+    const store = existing ?? new PieceStore({ dir: join(dir, name, 'pieces') })
+    if (existing == null) await store.start()
     const records = new ContentRecords({ dir: join(dir, name), logger })
     await records.start()
     let puts = 0
@@ -76,8 +82,29 @@ describe('seed task', () => {
     const discovery = { provide () {}, relay () {}, announce () {}, provideInBackground () {} } as unknown as Discovery
     const url = `${origin}/${name}.bin`
     const { key } = await taskKeyOf(url)
-    const task = new SeedTask({ key, url, headers: {}, pieceSize: PIECE }, { origin: new OriginClient({ allowedOrigins: [new URL(origin).host] }), store, records, discovery, logger })
+    const task = new SeedTask({ key, url, headers: {}, pieceSize: PIECE }, { origin: new OriginClient({ allowedOrigins: [new URL(origin).host] }), store, records, discovery, hasher, logger })
     return { task, records, store }
+  }
+
+  /**
+   * Returns a store in which the piece `bytes` has one byte changed on disk, as a crash during an
+   * unsynced write can leave it. The store is opened again after the change, as after that crash,
+   * so it has no record of having verified the file.
+   */
+  async function corruptedStore (name: string, bytes: Uint8Array): Promise<{ store: PieceStore, cid: CID }> {
+    const piecesDir = join(dir, name, 'pieces')
+    const writer = new PieceStore({ dir: piecesDir })
+    await writer.start()
+    const cid = await cidOfBytes(bytes)
+    await writer.put(cid, bytes)
+    const path = writer.locate(cid)?.path ?? ''
+    await writer.stop()
+    const corrupt = await readFile(path)
+    corrupt[10] = corrupt[10]! ^ 0xff
+    await writeFile(path, corrupt)
+    const store = new PieceStore({ dir: piecesDir })
+    await store.start()
+    return { store, cid }
   }
 
   it('stores every piece and the record', async () => {
@@ -87,7 +114,38 @@ describe('seed task', () => {
     assert.equal(task.cids.length, SIZE / PIECE)
     for (const cid of task.cids) assert.ok(store.has(cid))
     assert.equal(records.get(task.key)?.pieces.length, SIZE / PIECE)
-    assert.ok(records.get(task.key)?.content != null)
+    assert.equal(records.get(task.key)?.content?.toString(), (await cidOfBytes(file)).toString())
+    assert.equal(task.content?.toString(), (await cidOfBytes(file)).toString())
+  })
+
+  it('catches a corrupt stored piece', async () => {
+    const { store, cid } = await corruptedStore('corrupt', file.subarray(3 * PIECE, 4 * PIECE))
+    const first = await taskFor('corrupt', undefined, store)
+    await first.task.run()
+    assert.equal(first.task.state, 'failed')
+    assert.match(first.task.error?.message ?? '', /piece 3 .* does not match its CID/)
+    assert.equal(store.has(cid), false)
+
+    // The corrupt copy is gone, so the next seed stores the origin's bytes.
+    const second = await taskFor('corrupt', undefined, store)
+    await second.task.run()
+    assert.equal(second.task.state, 'done', second.task.error?.message)
+    assert.equal(second.task.content?.toString(), (await cidOfBytes(file)).toString())
+  })
+
+  it('catches a corrupt one-piece content', async () => {
+    // The content's hash is its piece's CID, so no hash thread reads the stored copy.
+    const { store, cid } = await corruptedStore('one-corrupt', file.subarray(0, PIECE))
+    const first = await taskFor('one-corrupt', undefined, store)
+    await first.task.run()
+    assert.equal(first.task.state, 'failed')
+    assert.match(first.task.error?.message ?? '', /stored copy of piece 0 .* does not match its CID/)
+    assert.equal(store.has(cid), false)
+
+    const second = await taskFor('one-corrupt', undefined, store)
+    await second.task.run()
+    assert.equal(second.task.state, 'done', second.task.error?.message)
+    assert.equal(second.task.content?.toString(), cid.toString())
   })
 
   it('failed store ends origin read', async () => {

@@ -1,10 +1,10 @@
 /**
- * Cuts a byte stream into pieces as the bytes arrive, hashing each piece and
- * the whole content on the way.
+ * Cuts a byte stream into pieces as the bytes arrive, hashing each piece on
+ * the way. The hash of the whole content is left to the caller, which runs it
+ * on the hash thread (src/swarm/content-hasher.ts).
  */
-import { createHash } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
-import { cidOfBytes, cidOfSha256 } from './ids.ts'
+import { cidOfBytes } from './ids.ts'
 
 export interface CutPiece {
   index: number
@@ -13,18 +13,15 @@ export interface CutPiece {
 }
 
 export interface CutResult {
-  /** CID of the whole content. */
-  content: CID
   /** Bytes read. */
   size: number
 }
 
 /**
  * Reads `body` and yields each complete piece in order. The generator's return
- * value is the whole-content CID and size. Holds at most one piece in memory.
+ * value is the number of bytes read. Holds at most one piece in memory.
  */
 export async function * cutPieces (body: AsyncIterable<Uint8Array>, pieceSize: number, firstIndex = 0): AsyncGenerator<CutPiece, CutResult> {
-  const whole = createHash('sha256')
   let buffer = new Uint8Array(pieceSize)
   let filled = 0
   let index = firstIndex
@@ -32,7 +29,6 @@ export async function * cutPieces (body: AsyncIterable<Uint8Array>, pieceSize: n
 
   for await (const chunk of body) {
     let offset = 0
-    whole.update(chunk)
     size += chunk.byteLength
     while (offset < chunk.byteLength) {
       const take = Math.min(pieceSize - filled, chunk.byteLength - offset)
@@ -51,5 +47,5 @@ export async function * cutPieces (body: AsyncIterable<Uint8Array>, pieceSize: n
     const last = buffer.subarray(0, filled)
     yield { index, cid: await cidOfBytes(last), bytes: last }
   }
-  return { content: cidOfSha256(whole.digest()), size }
+  return { size }
 }

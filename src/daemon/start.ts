@@ -22,7 +22,8 @@ export interface DaemonHandle {
 export async function startDaemon (config: Config, logger: Logger): Promise<DaemonHandle> {
   const engine = await Engine.create(engineInitFromConfig(config, await loadIdentity(config.dataDir), logger))
 
-  engine.prepareHashing()
+  // A long-running daemon starts the content hash thread now rather than in its first download.
+  engine.hasher.start()
 
   // Contents already stored on this host are provided again, so peers find it after a restart.
   for (const key of engine.heldContents()) engine.discovery.provide(key)

@@ -12,6 +12,7 @@ import type { OriginClient } from '../origin/client.ts'
 import type { DfnodeLibp2p } from '../p2p/node.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
+import type { ContentHasher } from '../swarm/content-hasher.ts'
 import type { Discovery } from '../swarm/discovery.ts'
 import { FramedStream } from '../swarm/frames.ts'
 import { SEED_KEEPALIVE_MS, SEED_PROTOCOL, decodeSeedRequest } from '../swarm/wire.ts'
@@ -23,6 +24,8 @@ export interface SeedServiceComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
+  /** Runs the hash of each whole content on its own thread. */
+  hasher: ContentHasher
   logger: Logger
 }
 

@@ -6,13 +6,14 @@
 import type { CID } from 'multiformats/cid'
 import { cutPieces } from '../content/cutter.ts'
 import { ownPiece, releasePiece } from '../swarm/piece-buffers.ts'
-import { cidToDigest } from '../content/ids.ts'
-import { choosePieceSize } from '../content/pieces.ts'
+import { EMPTY_CONTENT_CID, cidOfSha256, cidToDigest } from '../content/ids.ts'
+import { choosePieceSize, pieceCount } from '../content/pieces.ts'
 import { DfnodeError, OriginUnreachableError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import type { ContentRecords } from '../store/content-records.ts'
 import type { PieceStore } from '../store/piece-store.ts'
+import type { ContentHasher, HashSession } from '../swarm/content-hasher.ts'
 import type { Discovery } from '../swarm/discovery.ts'
 
 export interface SeedTaskInit {
@@ -29,6 +30,8 @@ export interface SeedTaskComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
+  /** Runs the hash of the whole content on its own thread. */
+  hasher: ContentHasher
   logger: Logger
 }
 
@@ -67,9 +70,12 @@ export class SeedTask {
 
   /** Fetches the content from the origin. Failures are caught and recorded in `state` and `error`. */
   async run (): Promise<void> {
-    const { origin, store, records, discovery, logger } = this.components
+    const { origin, store, records, discovery, hasher, logger } = this.components
     const started = Date.now()
     const unpins: Array<() => void> = []
+    let hash: HashSession | undefined
+    /** Pieces the store held before this task: the hash thread checks them against their CIDs. */
+    const unchecked: CID[] = []
     try {
       // Open the origin; its Content-Length fixes the piece layout.
       const response = await origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
@@ -79,6 +85,9 @@ export class SeedTask {
       this.size = response.size
       this.pieceSize = choosePieceSize(response.size, this.init.pieceSize)
       if (response.contentType != null) this.contentType = response.contentType
+      const count = pieceCount(this.size, this.pieceSize)
+      // A content of one piece is hashed as that piece, and a content of none needs no hash.
+      if (count > 1) hash = hasher.open()
       await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [], url: stripQuery(this.init.url), updatedAt: Date.now() })
       this.notify()
       discovery.provide(this.key)
@@ -91,9 +100,21 @@ export class SeedTask {
         const piece = next.value
         // The cutter has moved on to a new buffer, so the piece's memory can go once it is stored.
         ownPiece(piece.bytes)
+        const alreadyStored = store.has(piece.cid)
         await store.put(piece.cid, piece.bytes, { hashed: true })
         releasePiece(piece.bytes)
         unpins.push(store.pin(piece.cid))
+        if (alreadyStored && count === 1 && await store.get(piece.cid) == null) {
+          // The content's hash is this piece's CID, so the stored copy is checked through a read, which deletes it when corrupt.
+          throw new VerificationError(`the stored copy of piece 0 of ${stripQuery(this.init.url)} does not match its CID and was deleted; request the content again`)
+        }
+        if (hash != null) {
+          const range = store.locate(piece.cid)
+          if (range == null) throw new VerificationError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored`)
+          // The store keeps a copy it already had, and the hash thread reads that copy, which may be corrupt.
+          if (alreadyStored) unchecked.push(piece.cid)
+          hash.add(range, alreadyStored ? { index: piece.index, sha256: piece.cid.multihash.digest } : undefined)
+        }
         this.cids.push(piece.cid)
         await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], url: stripQuery(this.init.url), updatedAt: Date.now() })
         discovery.announce(this.key, [piece.index])
@@ -107,15 +128,15 @@ export class SeedTask {
         throw new OriginUnreachableError(`origin sent ${result.size} bytes for ${stripQuery(this.init.url)}, expected ${this.size}`)
       }
       const expected = this.init.expected
-      const actual: CID = result.content
+      const actual = hash != null ? cidOfSha256(await this.digest(hash, unchecked)) : this.cids[0] ?? EMPTY_CONTENT_CID
       if (expected != null && expected.toString() !== actual.toString()) {
         // The bytes are what the origin serves for this URL. They stay under their own digest, so a
         // request with that digest is served without fetching them again. The requested key gets no record.
         await records.set({ key: actual, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: actual, url: stripQuery(this.init.url), updatedAt: Date.now() })
         throw new VerificationError(`content of ${stripQuery(this.init.url)} has digest ${cidToDigest(actual)}, expected ${cidToDigest(expected)}: check the digest, or the origin changed the file`)
       }
-      this.content = result.content
-      await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: result.content, url: stripQuery(this.init.url), updatedAt: Date.now() })
+      this.content = actual
+      await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], content: actual, url: stripQuery(this.init.url), updatedAt: Date.now() })
       await records.flush()
       this.state = 'done'
       // Downloads find holders by the content key and gossip. Piece records serve lookups of one piece.
@@ -129,8 +150,25 @@ export class SeedTask {
       await records.delete(this.key).catch(() => {})
       logger.warn({ key: this.key.toString(), url: stripQuery(this.init.url), code: this.error.code, err: this.error.message }, 'seeding failed')
     } finally {
+      hash?.close()
       for (const unpin of unpins) unpin()
       this.notify()
+    }
+  }
+
+  /**
+   * Resolves the content digest from the hash thread. When a piece the store already held does
+   * not match its CID, a read through the store deletes each corrupt copy before the error is
+   * rethrown. The next seed of the content then stores the origin's bytes.
+   */
+  private async digest (hash: HashSession, unchecked: CID[]): Promise<Uint8Array> {
+    try {
+      return await hash.digest()
+    } catch (err) {
+      if (err instanceof VerificationError) {
+        for (const cid of unchecked) await this.components.store.get(cid).catch(() => {})
+      }
+      throw err
     }
   }
 

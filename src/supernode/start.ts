@@ -32,9 +32,12 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
     store: engine.store,
     records: engine.records,
     discovery: engine.discovery,
+    hasher: engine.hasher,
     logger
   }, { pieceSize: config.pieceSize })
   await seeds.start()
+  // Seed tasks hash each whole content on this thread, which starts now rather than in the first task.
+  engine.hasher.start()
 
   // Each fresh piece goes to few peers first; the others fetch it from them.
   const superSeeding = new SuperSeeding({

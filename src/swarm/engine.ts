@@ -110,7 +110,8 @@ export class Engine {
   private readonly init: EngineInit
   private readonly downloads = new Map<string, Download>()
   private readonly slots = new PeerSlots(PEER_SLOTS)
-  private readonly hasher: ContentHasher
+  /** Hashes whole contents on a thread of their own, for downloads and the supernode's seed tasks. */
+  readonly hasher: ContentHasher
 
   private constructor (init: EngineInit, node: DfnodeLibp2p) {
     this.init = init
@@ -236,11 +237,6 @@ export class Engine {
         await piece.close()
       }
     }
-  }
-
-  /** Starts the content hash thread ahead of the first download, as a long-running daemon wants. */
-  prepareHashing (): void {
-    this.hasher.start()
   }
 
   /** Returns the keys of the contents stored here completely. */
