@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -86,25 +86,35 @@ describe('seed task', () => {
     return { task, records, store }
   }
 
+  /** Inverts one byte of a file in place, keeping its inode, size and modification time. */
+  async function flipByte (path: string): Promise<void> {
+    // From the time in ns: a Date holds whole ms, and utimes rounds the seconds it gets from one.
+    const seconds = Number((await stat(path, { bigint: true })).mtimeNs) / 1e9
+    const bytes = await readFile(path)
+    bytes[10] = bytes[10]! ^ 0xff
+    await writeFile(path, bytes)
+    await utimes(path, seconds, seconds)
+  }
+
   /**
-   * Returns a store in which the piece `bytes` has one byte changed on disk, as a crash during an
-   * unsynced write can leave it. The store is opened again after the change, as after that crash,
-   * so it has no record of having verified the file.
+   * Returns a store that holds the piece `bytes` with one byte changed on disk. With `reopen`,
+   * the store is opened again after the change, as after a crash, so it has no record of having
+   * verified the file. Without it, the store trusts the file it wrote, as long as its inode,
+   * size and modification time stay the same.
    */
-  async function corruptedStore (name: string, bytes: Uint8Array): Promise<{ store: PieceStore, cid: CID }> {
+  async function corruptedStore (name: string, bytes: Uint8Array, reopen: boolean): Promise<{ store: PieceStore, cid: CID, path: string }> {
     const piecesDir = join(dir, name, 'pieces')
     const writer = new PieceStore({ dir: piecesDir })
     await writer.start()
     const cid = await cidOfBytes(bytes)
     await writer.put(cid, bytes)
     const path = writer.locate(cid)?.path ?? ''
+    await flipByte(path)
+    if (!reopen) return { store: writer, cid, path }
     await writer.stop()
-    const corrupt = await readFile(path)
-    corrupt[10] = corrupt[10]! ^ 0xff
-    await writeFile(path, corrupt)
     const store = new PieceStore({ dir: piecesDir })
     await store.start()
-    return { store, cid }
+    return { store, cid, path }
   }
 
   it('stores every piece and the record', async () => {
@@ -118,34 +128,40 @@ describe('seed task', () => {
     assert.equal(task.content?.toString(), (await cidOfBytes(file)).toString())
   })
 
-  it('catches a corrupt stored piece', async () => {
-    const { store, cid } = await corruptedStore('corrupt', file.subarray(3 * PIECE, 4 * PIECE))
-    const first = await taskFor('corrupt', undefined, store)
+  it('replaces a corrupt stored piece', async () => {
+    const piece = file.subarray(3 * PIECE, 4 * PIECE)
+    const { store, cid, path } = await corruptedStore('corrupt', piece, true)
+    const { task } = await taskFor('corrupt', undefined, store)
+    await task.run()
+    assert.equal(task.state, 'done', task.error?.message)
+    assert.equal(task.content?.toString(), (await cidOfBytes(file)).toString())
+    assert.deepEqual(await readFile(path), piece)
+  })
+
+  it('replaces a corrupt one-piece content', async () => {
+    const piece = file.subarray(0, PIECE)
+    const { store, cid, path } = await corruptedStore('one-corrupt', piece, true)
+    const { task } = await taskFor('one-corrupt', undefined, store)
+    await task.run()
+    assert.equal(task.state, 'done', task.error?.message)
+    assert.equal(task.content?.toString(), cid.toString())
+    assert.deepEqual(await readFile(path), piece)
+  })
+
+  it('catches a trusted corrupt piece', async () => {
+    // The store trusts the copy it wrote, so only the hash thread's check finds the change.
+    const { store, cid } = await corruptedStore('trusted', file.subarray(5 * PIECE, 6 * PIECE), false)
+    const first = await taskFor('trusted', undefined, store)
     await first.task.run()
     assert.equal(first.task.state, 'failed')
-    assert.match(first.task.error?.message ?? '', /piece 3 .* does not match its CID/)
+    assert.equal(first.task.error?.code, 'ERR_VERIFICATION')
+    assert.match(first.task.error?.message ?? '', /a copy of a piece of .* did not match its CID and was deleted/)
     assert.equal(store.has(cid), false)
 
-    // The corrupt copy is gone, so the next seed stores the origin's bytes.
-    const second = await taskFor('corrupt', undefined, store)
+    const second = await taskFor('trusted', undefined, store)
     await second.task.run()
     assert.equal(second.task.state, 'done', second.task.error?.message)
     assert.equal(second.task.content?.toString(), (await cidOfBytes(file)).toString())
-  })
-
-  it('catches a corrupt one-piece content', async () => {
-    // The content's hash is its piece's CID, so no hash thread reads the stored copy.
-    const { store, cid } = await corruptedStore('one-corrupt', file.subarray(0, PIECE))
-    const first = await taskFor('one-corrupt', undefined, store)
-    await first.task.run()
-    assert.equal(first.task.state, 'failed')
-    assert.match(first.task.error?.message ?? '', /stored copy of piece 0 .* does not match its CID/)
-    assert.equal(store.has(cid), false)
-
-    const second = await taskFor('one-corrupt', undefined, store)
-    await second.task.run()
-    assert.equal(second.task.state, 'done', second.task.error?.message)
-    assert.equal(second.task.content?.toString(), cid.toString())
   })
 
   it('failed store ends origin read', async () => {

@@ -33,6 +33,11 @@ export interface PieceStoreOperationOptions {
   signal?: AbortSignal
 }
 
+export interface GetOptions extends PieceStoreOperationOptions {
+  /** Hashes the file even when this process wrote or verified it, for a copy found corrupt by another reader. */
+  recheck?: boolean
+}
+
 export interface PutOptions extends PieceStoreOperationOptions {
   /** The caller computed `cid` from these very bytes, so the store skips hashing them again. */
   hashed?: boolean
@@ -207,7 +212,7 @@ export class PieceStore {
    * Re-hashes the bytes, and deletes a file that fails verification and returns
    * undefined, so disk corruption never reaches a caller.
    */
-  async get (cid: CID, options: PieceStoreOperationOptions = {}): Promise<Uint8Array | undefined> {
+  async get (cid: CID, options: GetOptions = {}): Promise<Uint8Array | undefined> {
     const key = keyOf(cid)
     const release = this.index.pin(key)
     try {
@@ -224,7 +229,7 @@ export class PieceStore {
       }
 
       // 2. Verify it against its name, unless this process already did; delete it when it does not match.
-      const known = this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore, file.size)
+      const known = options.recheck !== true && this.verified.get(key) === fileStamp(file.identity.ino, file.mtimeBefore, file.size)
       let actual: CID | undefined
       if (file.bytes !== undefined) actual = known ? cid : await cidOfBytes(file.bytes)
       if (file.bytes === undefined || actual === undefined || !actual.equals(cid)) {

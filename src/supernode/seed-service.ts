@@ -24,7 +24,7 @@ export interface SeedServiceComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
-  /** Runs the hash of each whole content on its own thread. */
+  /** Thread that computes the SHA-256 of each whole content. */
   hasher: ContentHasher
   logger: Logger
 }

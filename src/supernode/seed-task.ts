@@ -8,7 +8,7 @@ import { cutPieces } from '../content/cutter.ts'
 import { ownPiece, releasePiece } from '../swarm/piece-buffers.ts'
 import { EMPTY_CONTENT_CID, cidOfSha256, cidToDigest } from '../content/ids.ts'
 import { choosePieceSize, pieceCount } from '../content/pieces.ts'
-import { DfnodeError, OriginUnreachableError, VerificationError } from '../errors.ts'
+import { DfnodeError, ExitCode, OriginUnreachableError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import type { ContentRecords } from '../store/content-records.ts'
@@ -30,12 +30,15 @@ export interface SeedTaskComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
-  /** Runs the hash of the whole content on its own thread. */
+  /** Thread that computes the SHA-256 of the whole content. */
   hasher: ContentHasher
   logger: Logger
 }
 
 export type SeedState = 'running' | 'done' | 'failed'
+
+/** Code of a seed that failed because the supernode's store lost or could not read a piece. */
+const STORE_ERROR_CODE = 'ERR_STORE'
 
 export class SeedTask {
   readonly key: CID
@@ -74,8 +77,8 @@ export class SeedTask {
     const started = Date.now()
     const unpins: Array<() => void> = []
     let hash: HashSession | undefined
-    /** Pieces the store held before this task: the hash thread checks them against their CIDs. */
-    const unchecked: CID[] = []
+    /** Pieces whose copy in the store was there before this task. The hash thread checks them against their CIDs. */
+    const heldBefore: CID[] = []
     try {
       // Open the origin; its Content-Length fixes the piece layout.
       const response = await origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
@@ -100,20 +103,19 @@ export class SeedTask {
         const piece = next.value
         // The cutter has moved on to a new buffer, so the piece's memory can go once it is stored.
         ownPiece(piece.bytes)
-        const alreadyStored = store.has(piece.cid)
+        // The pin keeps the piece from eviction until the hash thread has read it.
+        unpins.push(store.pin(piece.cid))
+        // The store keeps a copy it already had instead of these bytes. A read checks that copy,
+        // unless this process verified it before, and deletes it when it is corrupt or missing.
+        if (store.has(piece.cid)) await store.get(piece.cid)
+        const storedBefore = store.has(piece.cid)
         await store.put(piece.cid, piece.bytes, { hashed: true })
         releasePiece(piece.bytes)
-        unpins.push(store.pin(piece.cid))
-        if (alreadyStored && count === 1 && await store.get(piece.cid) == null) {
-          // The content's hash is this piece's CID, so the stored copy is checked through a read, which deletes it when corrupt.
-          throw new VerificationError(`the stored copy of piece 0 of ${stripQuery(this.init.url)} does not match its CID and was deleted; request the content again`)
-        }
         if (hash != null) {
           const range = store.locate(piece.cid)
-          if (range == null) throw new VerificationError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored`)
-          // The store keeps a copy it already had, and the hash thread reads that copy, which may be corrupt.
-          if (alreadyStored) unchecked.push(piece.cid)
-          hash.add(range, alreadyStored ? { index: piece.index, sha256: piece.cid.multihash.digest } : undefined)
+          if (range == null) throw new DfnodeError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored`, STORE_ERROR_CODE, ExitCode.failure)
+          if (storedBefore) heldBefore.push(piece.cid)
+          hash.add(range, storedBefore ? { index: piece.index, sha256: piece.cid.multihash.digest } : undefined)
         }
         this.cids.push(piece.cid)
         await records.set({ key: this.key, size: this.size, pieceSize: this.pieceSize, pieces: [...this.cids], url: stripQuery(this.init.url), updatedAt: Date.now() })
@@ -128,7 +130,7 @@ export class SeedTask {
         throw new OriginUnreachableError(`origin sent ${result.size} bytes for ${stripQuery(this.init.url)}, expected ${this.size}`)
       }
       const expected = this.init.expected
-      const actual = hash != null ? cidOfSha256(await this.digest(hash, unchecked)) : this.cids[0] ?? EMPTY_CONTENT_CID
+      const actual = hash != null ? cidOfSha256(await this.awaitDigest(hash, heldBefore)) : this.cids[0] ?? EMPTY_CONTENT_CID
       if (expected != null && expected.toString() !== actual.toString()) {
         // The bytes are what the origin serves for this URL. They stay under their own digest, so a
         // request with that digest is served without fetching them again. The requested key gets no record.
@@ -157,18 +159,22 @@ export class SeedTask {
   }
 
   /**
-   * Resolves the content digest from the hash thread. When a piece the store already held does
-   * not match its CID, a read through the store deletes each corrupt copy before the error is
-   * rethrown. The next seed of the content then stores the origin's bytes.
+   * Resolves the content digest from the hash thread. A copy the store held before this task that
+   * does not match its CID is deleted, and a store read error ends the task. Either way the next
+   * seed of the content stores the origin's bytes again.
    */
-  private async digest (hash: HashSession, unchecked: CID[]): Promise<Uint8Array> {
+  private async awaitDigest (hash: HashSession, heldBefore: CID[]): Promise<Uint8Array> {
+    const url = stripQuery(this.init.url)
     try {
       return await hash.digest()
     } catch (err) {
-      if (err instanceof VerificationError) {
-        for (const cid of unchecked) await this.components.store.get(cid).catch(() => {})
+      // The thread's message names a local path: it goes to the log, and peers get the summary.
+      this.components.logger.warn({ key: this.key.toString(), url, err: (err as Error).message }, 'content hash of a seeded content failed')
+      if (!(err instanceof VerificationError)) {
+        throw new DfnodeError(`reading the stored pieces of ${url} back for the content hash failed; request the content again`, STORE_ERROR_CODE, ExitCode.failure, { cause: err })
       }
-      throw err
+      for (const cid of heldBefore) await this.components.store.get(cid, { recheck: true }).catch(() => {})
+      throw new VerificationError(`a copy of a piece of ${url} in the supernode's store did not match its CID and was deleted; request the content again`, { cause: err })
     }
   }
 

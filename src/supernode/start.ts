@@ -37,7 +37,7 @@ export async function startSupernode (config: Config, logger: Logger): Promise<S
   }, { pieceSize: config.pieceSize })
   await seeds.start()
   // Seed tasks hash each whole content on this thread, which starts now rather than in the first task.
-  engine.hasher.start()
+  if (config.allowOrigins.length > 0) engine.hasher.start()
 
   // Each fresh piece goes to few peers first; the others fetch it from them.
   const superSeeding = new SuperSeeding({

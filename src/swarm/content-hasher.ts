@@ -33,6 +33,7 @@ export class ContentHasher {
   private worker: Worker | undefined
   private nextSession = 1
   private readonly pending = new Map<number, PromiseWithResolvers<Uint8Array>>()
+  private stopped = false
 
   constructor (logger: Logger) {
     this.logger = logger
@@ -43,7 +44,7 @@ export class ContentHasher {
    * CPU time, which a long-running daemon then spends at start-up instead of in its first download.
    */
   start (): void {
-    this.worker ??= this.startWorker()
+    if (!this.stopped) this.worker ??= this.startWorker()
   }
 
   /** Starts a session. The thread starts with the first one, unless `start` started it. */
@@ -53,6 +54,7 @@ export class ContentHasher {
     // The thread that contains this session's hash. A session whose thread was lost cannot go on.
     let thread: Worker | undefined
     const send = (request: HashRequest): void => {
+      if (this.stopped) throw new Error('content hasher stopped')
       const worker = this.worker ?? this.startWorker()
       thread ??= worker
       if (thread !== worker) throw new Error(`hash session ${session} lost its thread`)
@@ -87,8 +89,9 @@ export class ContentHasher {
     }
   }
 
-  /** Ends the thread. Digests still pending reject. */
+  /** Ends the thread. Digests still pending reject, and so does any session used after this call. */
   async stop (): Promise<void> {
+    this.stopped = true
     const worker = this.worker
     this.worker = undefined
     this.rejectPending(new Error('content hasher stopped'))

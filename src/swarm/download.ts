@@ -1099,7 +1099,7 @@ export class Download {
     for (const index of this.unchecked) {
       const cid = this.cids[index]
       if (cid == null) continue
-      await this.components.store.get(cid).catch((err: Error) => {
+      await this.components.store.get(cid, { recheck: true }).catch((err: Error) => {
         this.components.logger.debug({ cid: cid.toString(), err: err.message }, 'stored piece not read back after a failed content hash')
       })
     }
