@@ -508,6 +508,19 @@ describe('cli fetch', () => {
     const usage = await runDfnode(['fetch', 'ftp://127.0.0.1/x', '--json', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
     assert.equal(usage.code, 2, usage.stderr)
     assert.equal((JSON.parse(usage.stdout) as { exitCode: number }).exitCode, 2)
+
+    // An option the command line parser rejects is reported the same way.
+    const unknown = await runDfnode(['fetch', `${base}/files/blob.bin`, '--json', '--bogus', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(unknown.code, 2, unknown.stderr)
+    const rejected = JSON.parse(unknown.stdout) as { error: { code: string, message: string }, exitCode: number }
+    assert.equal(rejected.exitCode, 2)
+    assert.equal(rejected.error.code, 'ERR_USAGE')
+    assert.match(rejected.error.message, /unknown option --bogus/)
+
+    // With --no-json after --json, stdout stays empty.
+    const plain = await runDfnode(['fetch', `${base}/files/blob.bin`, '--json', '--no-json', '--bogus', '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })
+    assert.equal(plain.code, 2, plain.stderr)
+    assert.equal(plain.stdout, '')
   })
 
   it('origin 404 exits 3', async () => {

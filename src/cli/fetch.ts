@@ -43,22 +43,9 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       'fetch https://example.com/images/base.tar -o base.tar',
       'fetch https://registry.example.com/v2/app/blobs/sha256:<hex> --digest sha256:<hex> -H "Authorization: Bearer $TOKEN"'
     ],
-    run: async invocation => {
-      try {
-        return await runFetch(invocation, fetch)
-      } catch (err) {
-        // A script that reads --json output gets an object on failure too, and stderr keeps the message line.
-        if (booleanOption(invocation.options, 'json') === true) invocation.io.stdout.write(`${JSON.stringify(failureOf(err))}\n`)
-        throw err
-      }
-    }
+    // On failure, main prints the error, and with --json the JSON object of it too.
+    run: async invocation => await runFetch(invocation, fetch)
   }
-}
-
-/** Returns the --json object of a failed fetch: the error's code and message, and the exit code. */
-function failureOf (err: unknown): { error: { code: string, message: string }, exitCode: number } {
-  const code = err instanceof DfnodeError ? err.code : 'ERR_FAILURE'
-  return { error: { code, message: (err as Error).message }, exitCode: exitCodeOf(err) }
 }
 
 export const fetchCommand = createFetchCommand()

@@ -5,7 +5,7 @@
  */
 import sade from 'sade'
 import packageJson from '../../package.json' with { type: 'json' }
-import { ExitCode, UsageError, exitCodeOf } from '../errors.ts'
+import { DfnodeError, ExitCode, UsageError, exitCodeOf } from '../errors.ts'
 import { scanArguments } from './arguments.ts'
 import { processIo, type Command, type CommandIo, type OptionSpec, type ParsedOptions } from './command.ts'
 import { containerdConfigCommand } from './containerd-config.ts'
@@ -29,7 +29,9 @@ const PROGRAM = 'dfnode'
 
 /**
  * Runs the command line `argv` (as process.argv: node, script, arguments) and resolves to
- * the exit code. Errors become one `dfnode: <message>` line on stderr.
+ * the exit code. Errors become one `dfnode: <message>` line on stderr. When the command line
+ * turns on a command's --json option, stdout also gets the error as one JSON object, for a usage
+ * error in the command line too.
  */
 export async function main (argv: readonly string[], io: CommandIo = processIo(), commands: readonly Command[] = COMMANDS): Promise<number> {
   tuneGarbageCollector()
@@ -37,8 +39,26 @@ export async function main (argv: readonly string[], io: CommandIo = processIo()
     return await dispatch(argv, io, commands)
   } catch (err) {
     io.stderr.write(`${PROGRAM}: ${oneLine(err instanceof Error ? err.message : String(err))}\n`)
+    if (asksForJson(argv, commands)) io.stdout.write(`${JSON.stringify(failureOf(err))}\n`)
     return exitCodeOf(err)
   }
+}
+
+/** Returns the --json object of a failed command: the error's code and message, and the exit code. */
+function failureOf (err: unknown): { error: { code: string, message: string }, exitCode: number } {
+  const code = err instanceof DfnodeError ? err.code : 'ERR_FAILURE'
+  return { error: { code, message: err instanceof Error ? err.message : String(err) }, exitCode: exitCodeOf(err) }
+}
+
+/** Tells whether `argv` names a command that has a --json option and turns it on: the last --json or --no-json wins. */
+function asksForJson (argv: readonly string[], commands: readonly Command[]): boolean {
+  const args = joinNegativeValues(argv.slice(2), valueFlags(commands))
+  const scan = scanArguments(args, new Set([...valueFlags(commands).keys()].map(flag => flag.replace(/^-+/, ''))))
+  const command = commands.find(candidate => candidate.name === args[scan.commandIndex ?? -1])
+  if (command == null || !command.options.some(option => option.name === 'json')) return false
+  const flagArgs = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length)
+  const last = flagArgs.findLast(arg => arg === '--json' || arg === '--no-json')
+  return last === '--json'
 }
 
 async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
