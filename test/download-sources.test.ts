@@ -61,9 +61,9 @@ function gossipFirst (holder: PeerId | PeerId[], pieces: number): Discovery {
   return scripted as unknown as Discovery
 }
 
-/** Returns a logger at info level that keeps each line, parsed, in `lines`. */
-function recordingLogger (lines: Array<Record<string, unknown>>): Logger {
-  return pino({ level: 'info' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>) } })
+/** Returns a logger that keeps each line at `level` or above, parsed, in `lines`. */
+function recordingLogger (lines: Array<Record<string, unknown>>, level: pino.Level = 'info'): Logger {
+  return pino({ level }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>) } })
 }
 
 describe('download sources', () => {
@@ -303,5 +303,21 @@ describe('download sources', () => {
     const complete = lines.find(line => line.msg === 'download complete')
     assert.ok(complete != null, 'the download logged its summary')
     assert.equal(complete.cancelled, 2)
+  })
+
+  it('requests in order for a reader', async () => {
+    const seed = await seeded('reader', 10)
+    // A first download lets the supernode store the whole content, so that the next one learns every piece CID at once.
+    await seed.begin().done
+    const lines: Array<Record<string, unknown>> = []
+    const download = new Download({ key: seed.key, url: seed.url, headers: {}, filter: [], supernodes: [seed.supernode], backSource: false, pieceSize: 4 * MiB, supernodeRequests: 4 }, {
+      ...await peerParts(), logger: recordingLogger(lines, 'trace'), discovery: gossipFirst(seed.holder, 10)
+    })
+    // Before the piece CIDs are known: the first requests then follow the reader, not rarity.
+    download.expectReader()
+    download.start()
+    await download.done
+    const requested = lines.filter(line => line.msg === 'piece requested').map(line => line.index)
+    assert.deepEqual(requested.slice(0, 4), [0, 1, 2, 3])
   })
 })

@@ -56,6 +56,7 @@ export class ControlServer {
 
       // 2. Open the download and send the size once known.
       const download = await this.engine.open({ url: request.url, ...(request.headers != null ? { headers: request.headers } : {}), ...(request.digest != null ? { digest: request.digest } : {}), ...(request.filter != null ? { filter: request.filter } : {}) })
+      download.expectReader()
       const layout = await download.ready(controller.signal)
       res.writeHead(200, { 'content-type': 'application/octet-stream', [SIZE_HEADER]: String(layout.size), trailer: RESULT_TRAILER })
 

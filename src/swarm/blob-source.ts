@@ -14,6 +14,8 @@ export class SwarmBlobSource implements BlobSource {
 
   async open (request: BlobRequest): Promise<BlobHandle> {
     const download = await this.engine.open({ url: request.url, headers: request.headers, digest: request.digest })
+    // Responses stream blobs from their start; a Range request moves the reader when it reads.
+    download.expectReader()
     const layout = await download.ready(request.signal)
     const engine = this.engine
     return {

@@ -330,6 +330,15 @@ export class Download {
     return () => { this.pieceListeners.delete(listener) }
   }
 
+  /**
+   * Tells the download that a reader will stream the content from its start. Until the reader says
+   * where it is, the first pieces are then requested in order, also by the first requests, which go
+   * out as soon as the piece CIDs are known.
+   */
+  expectReader (): void {
+    if (this.cursor < 0) this.setCursor(0)
+  }
+
   /** Moves the streaming reader's position, so nearby pieces are fetched first. */
   setCursor (index: number): void {
     this.cursor = index
