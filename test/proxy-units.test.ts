@@ -163,8 +163,16 @@ describe('containerd hosts.toml', () => {
     assert.match(renderContainerdHosts({ registry: 'r.example.com:5000', proxy: 'http://127.0.0.1:7000/' }), /server = "https:\/\/r\.example\.com:5000"[\s\S]*\[host\."http:\/\/127\.0\.0\.1:7000"\]/)
   })
 
+  it('takes an IPv6 registry', () => {
+    assert.match(renderContainerdHosts({ registry: '[::1]:5000' }), /^server = "https:\/\/\[::1\]:5000"$/m)
+    assert.match(renderContainerdHosts({ registry: '[fd00::1]' }), /^server = "https:\/\/\[fd00::1\]"$/m)
+  })
+
   it('rejects bad names and URLs', () => {
     assert.throws(() => renderContainerdHosts({ registry: '../etc' }), UsageError)
+    assert.throws(() => renderContainerdHosts({ registry: '[::1' }), UsageError)
+    assert.throws(() => renderContainerdHosts({ registry: '[not-an-address]:5000' }), UsageError)
+    assert.throws(() => renderContainerdHosts({ registry: '[::1]:70000' }), /use a port from 1 to 65535/)
     assert.throws(() => renderContainerdHosts({ registry: 'docker.io', proxy: 'ftp://x' }), /--proxy/)
   })
 })

@@ -94,7 +94,7 @@ export const containerdConfigCommand: Command = {
     'Prints the path written. containerd reads it when its config_path (CRI) or --hosts-dir (ctr) names the directory.'
   ],
   options: [
-    { name: 'registry', type: 'string', description: 'Registry host as image references name it, such as docker.io or registry.example.com:5000 (required)' },
+    { name: 'registry', type: 'string', description: 'Registry host as image references name it, such as docker.io, registry.example.com:5000 or [fd00::1]:5000 (required)' },
     { name: 'dir', type: 'string', description: 'containerd hosts directory (default: /etc/containerd/certs.d)' },
     { name: 'proxy', type: 'string', description: 'URL of the dfnode proxy (default: http://127.0.0.1:65001)' },
     { name: 'server', type: 'string', description: 'Registry URL to fall back to (default: https://<registry>, https://registry-1.docker.io for docker.io)' },

@@ -3,6 +3,7 @@
  * containerd 1.5 and later when `config_path` or `--hosts-dir` points at the
  * directory) that sends pulls through the proxy and falls back to the registry.
  */
+import { isIPv6 } from 'node:net'
 import { UsageError } from '../errors.ts'
 
 export interface ContainerdHostsInput {
@@ -14,12 +15,19 @@ export interface ContainerdHostsInput {
   proxy?: string
 }
 
-/** Checks a registry name for use as a directory name under certs.d. */
+/**
+ * Checks a registry name for use as a directory name under certs.d: a host name or an IPv6
+ * address in brackets, with an optional port. On Linux, containerd names the directory after the
+ * host as image references write it, so `[::1]:5000` stays as it is.
+ */
 export function checkRegistryName (value: string): string {
-  if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/i.test(value) || value.includes('..')) {
-    throw new UsageError(`invalid --registry "${value}": expected a registry host such as docker.io or registry.example.com:5000`)
+  const ipv6 = /^\[([0-9a-f:.]+)\](:[0-9]{1,5})?$/i.exec(value)
+  const hostName = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/i.test(value) && !value.includes('..')
+  if (!hostName && (ipv6 == null || !isIPv6(ipv6[1]!))) {
+    throw new UsageError(`invalid --registry "${value}": expected a registry host such as docker.io, registry.example.com:5000 or [fd00::1]:5000`)
   }
-  const port = value.includes(':') ? Number(value.slice(value.lastIndexOf(':') + 1)) : undefined
+  const portText = ipv6 != null ? ipv6[2]?.slice(1) : (value.includes(':') ? value.slice(value.lastIndexOf(':') + 1) : undefined)
+  const port = portText != null ? Number(portText) : undefined
   if (port != null && (port < 1 || port > 65535)) throw new UsageError(`invalid port ${port} in --registry "${value}": use a port from 1 to 65535`)
   return value.toLowerCase()
 }
