@@ -328,6 +328,7 @@ describe('config validation', () => {
       { flags: { allowOrigins: ['https://registry.example.com'] }, fragments: ['invalid --allow-origin', '"https://registry.example.com"', 'without a scheme'] },
       { env: { DFNODE_ALLOW_ORIGINS: 'registry.example.com:99999' }, fragments: ['invalid DFNODE_ALLOW_ORIGINS', '"registry.example.com:99999"'] },
       { file: 'filter: ["X Sig"]', fragments: ['filter', '"X Sig"', 'without spaces'] },
+      { file: 'filter: ["X-*-Date"]', fragments: ['filter', '"X-*-Date"', 'one * at its end'] },
       { file: 'dataDir: ""', fragments: ['dataDir', '""', 'directory path'] },
       { file: 'listen: ~', fragments: ['listen', 'null'] },
       { flags: { dataPort: '70000' }, fragments: ['invalid --data-port', '"70000"', 'from 1 to 65535', 'off'] },

@@ -58,6 +58,12 @@ describe('URL normalisation', () => {
     assert.equal(normaliseUrl('http://h/x?b=2&a=1&a=0', []), 'http://h/x?a=0&a=1&b=2')
   })
 
+  it('drops parameters by prefix', () => {
+    assert.equal(normaliseUrl('http://h/x?x-amz-date=1&X-Amz-Signature=2&part=3&amz=4', ['X-Amz-*']), 'http://h/x?amz=4&part=3')
+    // * alone drops every parameter.
+    assert.equal(normaliseUrl('http://h/x?a=1&b=2', ['*']), 'http://h/x')
+  })
+
   it('uses a custom filter', () => {
     assert.equal(normaliseUrl('http://h/x?token=1&Expires=2', ['token']), 'http://h/x?Expires=2')
   })

@@ -29,7 +29,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
       { name: 'output', short: 'o', type: 'string', description: 'File to write (default: the last segment of the URL path, in the current directory)' },
       { name: 'digest', type: 'string', description: 'Expected digest sha256:<64 hex>; keys the download and is checked at the end (default: none, the URL is the key)' },
       { name: 'header', short: 'H', type: 'string', description: "Header sent to the origin, as 'Name: value'; repeatable; Host, Range and other headers that dfnode sets are rejected (default: none)" },
-      { name: 'filter', type: 'string', description: `Comma-separated query parameters left out of the URL key; replaces the default list (default: ${DEFAULT_QUERY_FILTER.join(',')})` },
+      { name: 'filter', type: 'string', description: `Comma-separated query parameters left out of the URL key, exact names or prefixes ending in * such as X-Amz-*; replaces the default list (default: ${DEFAULT_QUERY_FILTER.join(',')})` },
       { name: 'supernode', type: 'string', description: 'Supernode multiaddr; repeatable, replaces the configured list (default: the config, else /etc/dragonfly.conf)' },
       { name: 'timeout', type: 'string', description: 'Time limit: seconds, or a duration such as 90s, 5m, 1h (default: 0, no limit)' },
       { name: 'no-back-source', type: 'boolean', description: 'Fail instead of downloading from the origin when no supernode or peer has the file (default: download from the origin)' },

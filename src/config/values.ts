@@ -159,6 +159,7 @@ function toQueryNames (raw: unknown, context: ValueContext): string[] {
   const names = toList(raw, context, 'query parameter names')
   for (const name of names) {
     if (/[\s&=#?]/.test(name)) throw invalidValue(context, name, 'query parameter names without spaces, &, =, # or ?')
+    if (name.slice(0, -1).includes('*')) throw invalidValue(context, name, 'query parameter names, each either exact or a prefix followed by one * at its end, such as X-Amz-*')
   }
   return names
 }

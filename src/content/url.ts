@@ -46,15 +46,21 @@ export function parseHttpUrl (value: string): URL {
 
 /**
  * Normalises a URL for keying: lowercase scheme and host, default port removed,
- * fragment removed, filtered query parameters removed (names compared case-insensitively),
- * remaining parameters sorted.
+ * fragment removed, filtered query parameters removed, remaining parameters sorted.
+ * Filter names are compared case-insensitively. A name that ends in `*` is a prefix:
+ * `X-Amz-*` drops every parameter whose name starts with `X-Amz-`, and `*` drops them all.
  */
 export function normaliseUrl (value: string | URL, filter: readonly string[] = DEFAULT_QUERY_FILTER): string {
   const url = new URL(typeof value === 'string' ? parseHttpUrl(value).href : value.href)
-  const dropped = new Set(filter.map(name => name.toLowerCase()))
+  const exact = new Set(filter.filter(name => !name.endsWith('*')).map(name => name.toLowerCase()))
+  const prefixes = filter.filter(name => name.endsWith('*')).map(name => name.slice(0, -1).toLowerCase())
+  const dropped = (name: string): boolean => {
+    const lower = name.toLowerCase()
+    return exact.has(lower) || prefixes.some(prefix => lower.startsWith(prefix))
+  }
 
   url.hash = ''
-  const kept = [...url.searchParams.entries()].filter(([name]) => !dropped.has(name.toLowerCase()))
+  const kept = [...url.searchParams.entries()].filter(([name]) => !dropped(name))
   kept.sort(([a, av], [b, bv]) => compareStrings(a, b) || compareStrings(av, bv))
   url.search = ''
   for (const [name, paramValue] of kept) url.searchParams.append(name, paramValue)
