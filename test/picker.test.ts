@@ -167,14 +167,28 @@ describe('super-seeding', () => {
     let complete = true
     const seeding = new SuperSeeding({ graceMs: 60_000, completeGraceMs: 60_000, isComplete: () => complete })
     assert.equal(seeding.decide(key, 0, 'a'), 'serve')
+    assert.equal(seeding.decide(key, 1, 'a'), 'serve')
+
     // The upload to 'a' runs: a copy would delay it.
     assert.equal(seeding.decide(key, 0, 'b'), 'busy')
+
+    // 'a' was served a moment ago, as in a swarm whose requests follow each other.
     seeding.finished(key, 0, 'a', true)
-    // Nothing is being sent, but the content is still being cut: fresh pieces may need the upload.
+    seeding.finished(key, 1, 'a', true)
+    assert.equal(seeding.decide(key, 0, 'b'), 'busy')
+
+    // Nothing is sent for a while, but the content is still being cut: fresh pieces may need the upload.
+    await new Promise(resolve => setTimeout(resolve, 150))
     complete = false
     assert.equal(seeding.decide(key, 0, 'b'), 'busy')
     complete = true
     assert.equal(seeding.decide(key, 0, 'b'), 'serve')
+
+    // A peer that downloads alone is not held back by its own uploads.
+    seeding.finished(key, 0, 'b', true)
+    assert.equal(seeding.decide(key, 1, 'b'), 'serve')
+
+    // Another peer waits while 'b' is served.
     assert.equal(seeding.decide(key, 0, 'c'), 'busy')
   })
 

@@ -6,7 +6,8 @@
  * since the first upload finished. While the supernode still cuts the content, a copy also
  * waits until no first upload of that content runs, because until then fresh pieces fill the upload.
  * The grace period is shorter once the supernode has stored the whole content. A copy of such a
- * content's piece also goes out at once when the supernode is sending no other piece.
+ * content's piece also goes out at once when the supernode has sent no piece to any other peer
+ * for IDLE_MS, so one downloader alone gets its pieces from the supernode and from peers.
  */
 import type { CID } from 'multiformats/cid'
 import type { UploadPolicy } from '../swarm/piece-server.ts'
@@ -46,14 +47,23 @@ interface PieceEntry {
   delivered?: number
 }
 
+/**
+ * Time without uploads to other peers after which the supernode serves copies at once, in ms. In a
+ * swarm, requests of several peers follow each other closer than that, so super-seeding holds.
+ */
+const IDLE_MS = 100
+
 /** Contents tracked at once; the oldest are forgotten first. */
 const MAX_CONTENTS = 1024
 
 export class SuperSeeding implements UploadPolicy {
   private readonly init: SuperSeedingInit
   private readonly contents = new Map<string, ContentEntry>()
-  /** Uploads allowed by `decide` whose end `finished` has not reported yet. */
-  private sending = 0
+  /**
+   * Uploads per peer allowed by `decide` whose end `finished` has not reported yet, and the time
+   * the last of them started or ended. Entries of peers with no upload for IDLE_MS are dropped.
+   */
+  private readonly uploads = new Map<string, { running: number, at: number }>()
 
   constructor (init: SuperSeedingInit = {}) {
     this.init = init
@@ -77,11 +87,14 @@ export class SuperSeeding implements UploadPolicy {
     const waited = entry.delivered != null
       ? now - entry.delivered > grace && (complete || !this.firstUploadRunning(content, now, pendingMs))
       : now - entry.first > pendingMs
-    // With no piece being sent, a copy delays no other upload when it starts.
-    const idle = complete && this.sending === 0
+    // With no piece sent to another peer lately, a copy delays no other peer's upload.
+    const idle = complete && this.idleFor(peer, now)
     const serve = entry.peers.has(peer) || entry.peers.size < copies || recipientsLeft || waited || idle
     if (!serve) return 'busy'
-    this.sending++
+    const uploads = this.uploads.get(peer) ?? { running: 0, at: now }
+    uploads.running++
+    uploads.at = now
+    this.uploads.set(peer, uploads)
     if (entry.peers.size === 0) {
       entry.first = now
       content.firstUploads.set(index, now)
@@ -92,7 +105,11 @@ export class SuperSeeding implements UploadPolicy {
 
   /** Records the end of an upload: a failed one frees the piece for the next requester. */
   finished (key: CID, index: number, peer: string, ok: boolean): void {
-    this.sending = Math.max(0, this.sending - 1)
+    const uploads = this.uploads.get(peer)
+    if (uploads != null) {
+      uploads.running = Math.max(0, uploads.running - 1)
+      uploads.at = Date.now()
+    }
     const content = this.contents.get(key.toString())
     const entry = content?.pieces.get(index)
     if (content == null || entry == null) return
@@ -103,6 +120,17 @@ export class SuperSeeding implements UploadPolicy {
       entry.peers.delete(peer)
       if (entry.peers.size === 0) content.firstUploads.delete(index)
     }
+  }
+
+  /** Tells whether no upload to a peer other than `peer` runs or started or ended within IDLE_MS. */
+  private idleFor (peer: string, now: number): boolean {
+    let idle = true
+    for (const [other, uploads] of this.uploads) {
+      const quiet = uploads.running === 0 && now - uploads.at > IDLE_MS
+      if (quiet) this.uploads.delete(other)
+      else if (other !== peer) idle = false
+    }
+    return idle
   }
 
   /** Tells whether a first upload of the content started less than `pendingMs` ago and still runs. */
