@@ -247,7 +247,7 @@ describe('download sources', () => {
     assert.deepEqual(await readFile(path), body)
   })
 
-  /** Starts an engine on loopback that downloads `url` through `supernode` and then holds it. */
+  /** Starts an engine on loopback that downloads `url` through `supernode` and then keeps serving it. */
   const holding = async (url: string, supernode: string, uploadRate?: number): Promise<Engine> => {
     const engine = await Engine.create({
       privateKey: await ephemeralIdentity(),
@@ -296,7 +296,7 @@ describe('download sources', () => {
     // 256 KiB/s: each 4 MiB piece takes 16 s or more from this peer.
     const slow = await holding(seed.url, seed.supernode, 256 * 1024)
 
-    // Gossip names the slow peer before the supernode answers, so it gets both pieces first.
+    // Gossip names the slow peer before the supernode's seed response, so it gets both requests first.
     const lines: Array<Record<string, unknown>> = []
     const download = await fromHolders(seed, [slow], 2, lines)
     assert.equal(download.stats.fromSupernode, seed.body.byteLength)

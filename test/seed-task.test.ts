@@ -88,7 +88,7 @@ describe('seed task', () => {
 
   /** Inverts one byte of a file in place, keeping its inode, size and modification time. */
   async function flipByte (path: string): Promise<void> {
-    // From the time in ns: a Date holds whole ms, and utimes rounds the seconds it gets from one.
+    // From the time in ns, because a Date has ms precision and utimes rounds the seconds it gets from one.
     const seconds = Number((await stat(path, { bigint: true })).mtimeNs) / 1e9
     const bytes = await readFile(path)
     bytes[10] = bytes[10]! ^ 0xff
@@ -97,7 +97,7 @@ describe('seed task', () => {
   }
 
   /**
-   * Returns a store that holds the piece `bytes` with one byte changed on disk. With `reopen`,
+   * Returns a store that contains the piece `bytes` with one byte changed on disk. With `reopen`,
    * the store is opened again after the change, as after a crash, so it has no record of having
    * verified the file. Without it, the store trusts the file it wrote, as long as its inode,
    * size and modification time stay the same.

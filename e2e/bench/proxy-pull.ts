@@ -181,7 +181,7 @@ async function main (): Promise<void> {
   }
 }
 
-/** Runs direct, cold and warm pulls with a fresh supernode, two proxies and three containerds; `primed` pulls the other image through both proxies first. */
+/** Runs direct, cold and warm pulls with a fresh supernode, two proxies and three containerds. With `primed`, the other image goes through both proxies first. */
 async function measureRun (run: number, dir: string, registry: TestRegistry, image: TestImage, primed: boolean): Promise<RunResult> {
   const loadAverage = loadavg()[0] ?? 0
   const reference = `${registry.host}/bench/app:v1`

@@ -3,7 +3,7 @@
  */
 import { DEFAULT_QUERY_FILTER, parseHttpUrl } from '../content/url.ts'
 import { formatDuration } from '../config/units.ts'
-import { DfnodeError, ExitCode, TimeoutError, exitCodeOf } from '../errors.ts'
+import { ExitCode, TimeoutError } from '../errors.ts'
 import type { fetchFile, FetchResult } from '../swarm/fetch-file.ts'
 import { PipeReaderWaitError } from '../swarm/fetch-output.ts'
 import type { Environment } from '../config/load.ts'

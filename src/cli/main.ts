@@ -30,8 +30,8 @@ const PROGRAM = 'dfnode'
 /**
  * Runs the command line `argv` (as process.argv: node, script, arguments) and resolves to
  * the exit code. Errors become one `dfnode: <message>` line on stderr. When the command line
- * turns on a command's --json option, stdout also gets the error as one JSON object, for a usage
- * error in the command line too.
+ * turns on a command's --json option, stdout also gets the error as one JSON object, usage
+ * errors included.
  */
 export async function main (argv: readonly string[], io: CommandIo = processIo(), commands: readonly Command[] = COMMANDS): Promise<number> {
   tuneGarbageCollector()
@@ -52,30 +52,34 @@ function failureOf (err: unknown): { error: { code: string, message: string }, e
 
 /** Tells whether `argv` names a command that has a --json option and turns it on: the last --json or --no-json wins. */
 function asksForJson (argv: readonly string[], commands: readonly Command[]): boolean {
-  const args = joinNegativeValues(argv.slice(2), valueFlags(commands))
-  const scan = scanArguments(args, new Set([...valueFlags(commands).keys()].map(flag => flag.replace(/^-+/, ''))))
+  const { args, flagArgs, scan } = readCommandLine(argv, commands)
   const command = commands.find(candidate => candidate.name === args[scan.commandIndex ?? -1])
   if (command == null || !command.options.some(option => option.name === 'json')) return false
-  const flagArgs = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length)
   const last = flagArgs.findLast(arg => arg === '--json' || arg === '--no-json')
   return last === '--json'
 }
 
-async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
+/** Splits a command line into its arguments, those before `--`, and the position of the command among them. */
+function readCommandLine (argv: readonly string[], commands: readonly Command[]): { args: string[], flagArgs: string[], scan: ReturnType<typeof scanArguments> } {
   const flags = valueFlags(commands)
   const args = joinNegativeValues(argv.slice(2), flags)
+  const flagArgs = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length)
+  const scan = scanArguments(args, new Set([...flags.keys()].map(flag => flag.replace(/^-+/, ''))))
+  return { args, flagArgs, scan }
+}
+
+async function dispatch (argv: readonly string[], io: CommandIo, commands: readonly Command[]): Promise<number> {
+  const { args, flagArgs, scan } = readCommandLine(argv, commands)
   const program = buildProgram(commands)
   const names = commands.map(command => command.name).join(', ')
 
   // sade prints the version as "dfnode, 0.1.0", where command-line tools print "dfnode 0.1.0".
-  const flagArgs = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length)
   if ((flagArgs.includes('--version') || flagArgs.includes('-v')) && !flagArgs.includes('--help') && !flagArgs.includes('-h')) {
     io.stdout.write(`${PROGRAM} ${packageJson.version}\n`)
     return ExitCode.ok
   }
 
   // 1. Find the command, which may follow global options.
-  const scan = scanArguments(args, new Set([...flags.keys()].map(flag => flag.replace(/^-+/, ''))))
   if (scan.commandIndex == null) {
     if (scan.helpOrVersion) {
       program.parse([...argv])

@@ -24,7 +24,7 @@ export interface SeedServiceComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
-  /** Thread that computes the SHA-256 of each whole content. */
+  /** Hasher that computes the SHA-256 of each whole content on its own thread. */
   hasher: ContentHasher
   logger: Logger
 }

@@ -30,7 +30,7 @@ export interface SeedTaskComponents {
   store: PieceStore
   records: ContentRecords
   discovery: Discovery
-  /** Thread that computes the SHA-256 of the whole content. */
+  /** Hasher that computes the SHA-256 of the whole content on its own thread. */
   hasher: ContentHasher
   logger: Logger
 }
@@ -77,7 +77,7 @@ export class SeedTask {
     const started = Date.now()
     const unpins: Array<() => void> = []
     let hash: HashSession | undefined
-    /** Pieces whose copy in the store was there before this task. The hash thread checks them against their CIDs. */
+    /** Pieces whose copy in the store predates this task. The hash thread checks them against their CIDs. */
     const heldBefore: CID[] = []
     try {
       // Open the origin; its Content-Length fixes the piece layout.
@@ -113,7 +113,7 @@ export class SeedTask {
         releasePiece(piece.bytes)
         if (hash != null) {
           const range = store.locate(piece.cid)
-          if (range == null) throw new DfnodeError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored`, STORE_ERROR_CODE, ExitCode.failure)
+          if (range == null) throw new DfnodeError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored; check that no other process removes files from the data dir, and request the content again`, STORE_ERROR_CODE, ExitCode.failure)
           if (storedBefore) heldBefore.push(piece.cid)
           hash.add(range, storedBefore ? { index: piece.index, sha256: piece.cid.multihash.digest } : undefined)
         }
@@ -168,7 +168,7 @@ export class SeedTask {
     try {
       return await hash.digest()
     } catch (err) {
-      // The thread's message names a local path: it goes to the log, and peers get the summary.
+      // The thread's message names a local path, so only the log gets it and peers get a summary.
       this.components.logger.warn({ key: this.key.toString(), url, err: (err as Error).message }, 'content hash of a seeded content failed')
       if (!(err instanceof VerificationError)) {
         throw new DfnodeError(`reading the stored pieces of ${url} back for the content hash failed; request the content again`, STORE_ERROR_CODE, ExitCode.failure, { cause: err })

@@ -14,7 +14,7 @@ export class SwarmBlobSource implements BlobSource {
 
   async open (request: BlobRequest): Promise<BlobHandle> {
     const download = await this.engine.open({ url: request.url, headers: request.headers, digest: request.digest })
-    // Responses stream blobs from their start; a Range request moves the reader when it reads.
+    // Responses stream blobs from their start. A Range request moves the reader when it reads.
     download.expectReader()
     const layout = await download.ready(request.signal)
     const engine = this.engine

@@ -146,9 +146,8 @@ const SPARSE_LOOKUP_EVERY = 8
 const MAX_WRITING = 2
 
 /**
- * The end game requests a piece again once its request has run this many times as long as a
- * holder took per piece, on average. Copies requested at once mostly arrived after the first copy
- * and were thrown away (docs/benchmarks.md has the figures).
+ * Factor over the average time per piece after which the end game requests a piece again. Copies
+ * requested at once mostly arrived after the first copy and were discarded (figures in docs/benchmarks.md).
  */
 const ENDGAME_OVERDUE_FACTOR = 1.5
 
@@ -159,8 +158,8 @@ const ENDGAME_MIN_WAIT_MS = 200
 const ENDGAME_FIRST_WAIT_MS = 1000
 
 /**
- * Pieces up to this size are copied in the end game without a wait: a copy costs little upload,
- * and such a piece may wait behind large ones at its holder, which serves a link's requests in order.
+ * Largest piece that the end game copies without a wait. Such a copy costs little upload, and a small
+ * piece may queue behind large ones at its holder, which serves a link's requests in order.
  */
 const ENDGAME_SMALL_PIECE_BYTES = 256 * 1024
 
@@ -170,13 +169,13 @@ const PIECE_TIME_WEIGHT = 0.2
 /** Wait before the scheduler looks again at overdue pieces that no holder could take, in ms. */
 const OVERDUE_RECHECK_MS = 400
 
-/** A piece request in flight, with what the end game's wait needs. */
+/** A piece request in flight, as input to the end game's wait. */
 interface Flight {
   /** Start of the request, in ms since the epoch. A dial that hangs counts toward the wait. */
   at: number
   /**
-   * Requests on the holder's link when this one was sent, itself included. The holder serves
-   * them in order, so this request waits for the others.
+   * Number of requests on the holder's link when this one was sent, itself included. The holder
+   * serves them in order, so this request waits for the others.
    */
   queue: number
 }
@@ -331,9 +330,8 @@ export class Download {
   }
 
   /**
-   * Tells the download that a reader will stream the content from its start. Until the reader says
-   * where it is, the first pieces are then requested in order, also by the first requests, which go
-   * out as soon as the piece CIDs are known.
+   * Tells the download that a reader will stream the content from its start. The first requests,
+   * which go out as soon as the piece CIDs are known, then ask for the first pieces in order.
    */
   expectReader (): void {
     if (this.cursor < 0) this.setCursor(0)
@@ -825,7 +823,7 @@ export class Download {
   private endgameWaitMs (index: number, flight: Flight): number {
     if (pieceLength(index, this.layout!.size, this.layout!.pieceSize) <= ENDGAME_SMALL_PIECE_BYTES) return 0
     if (this.pieceMs == null) return ENDGAME_FIRST_WAIT_MS
-    // A slow holder's pieces lengthen the average; the wait stays below the stall limit.
+    // A slow holder lengthens the average, so the wait is capped below the stall limit.
     const perPiece = Math.max(ENDGAME_MIN_WAIT_MS, ENDGAME_OVERDUE_FACTOR * this.pieceMs)
     return Math.min((this.init.stallMs ?? 10_000) / 2, perPiece * flight.queue)
   }

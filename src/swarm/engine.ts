@@ -110,7 +110,7 @@ export class Engine {
   private readonly init: EngineInit
   private readonly downloads = new Map<string, Download>()
   private readonly slots = new PeerSlots(PEER_SLOTS)
-  /** Thread that computes the SHA-256 of whole contents, for downloads and the supernode's seed tasks. */
+  /** Hasher that computes the SHA-256 of whole contents on its own thread, for downloads and the supernode's seed tasks. */
   readonly hasher: ContentHasher
 
   private constructor (init: EngineInit, node: DfnodeLibp2p) {

@@ -93,7 +93,7 @@ export function pickPiece (source: Source, state: PickerState): number | undefin
   }
   if (best != null || missing === 0 || !state.endgame) return best
 
-  // End game: every missing piece is in flight; duplicate the least requested of those overdue.
+  // End game: every missing piece is in flight, so copy the least requested of those overdue.
   let endgame: number | undefined
   let fewest = ENDGAME_DUPLICATES
   for (const index of source.has) {
