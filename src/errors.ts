@@ -135,6 +135,15 @@ export class ExternalToolError extends DfnodeError {
   }
 }
 
+/** A local file or the piece store could not be written or read: a full disk, a file size limit, a removed file. */
+export class StorageError extends DfnodeError {
+  static readonly code = 'ERR_STORE'
+  override name = 'StorageError'
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, StorageError.code, ExitCode.failure, options)
+  }
+}
+
 /** Returns the exit code for any thrown value. */
 export function exitCodeOf (err: unknown): number {
   if (err instanceof DfnodeError) return err.exitCode
@@ -153,6 +162,7 @@ export function errorFromCode (code: string, message: string, status?: number): 
     case UsageError.code: return new UsageError(message)
     case ConfigError.code: return new ConfigError(message)
     case NoSourceError.code: return new NoSourceError(message)
+    case StorageError.code: return new StorageError(message)
     default: return new DfnodeError(message, code, ExitCode.failure)
   }
 }

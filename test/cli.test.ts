@@ -404,6 +404,21 @@ describe('cli fetch', () => {
     assert.ok(log.includes('"role":"fetch"'), 'the log file receives the log lines')
   })
 
+  it('-o /dev/stdout writes into a pipe', async () => {
+    // In a shell pipe, /dev/stdout links to the anonymous pipe as pipe:[inode].
+    const sandbox = await makeSandbox()
+    const child = spawn('bash', ['-c', '"$@" | cat', 'bash', NODE, DFNODE, 'fetch', `${base}/files/blob.bin`, '-o', '/dev/stdout', '--data-dir', sandbox.dataDir], {
+      env: sandbox.env, cwd: sandbox.dir, stdio: ['ignore', 'pipe', 'pipe'], signal: AbortSignal.timeout(RUN_LIMIT_MS)
+    })
+    const chunks: Buffer[] = []
+    let stderr = ''
+    child.stdout.on('data', (chunk: Buffer) => { chunks.push(chunk) })
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8') })
+    const [code] = await once(child, 'close') as [number | null]
+    assert.equal(code, 0, stderr)
+    assert.deepEqual(Buffer.concat(chunks), body)
+  })
+
   it('writes to the last URL segment and prints a summary', async () => {
     const sandbox = await makeSandbox()
     const result = await runDfnode(['fetch', `${base}/files/blob.bin`, '--digest', digest, '--data-dir', sandbox.dataDir], { env: sandbox.env, cwd: sandbox.dir })

@@ -23,7 +23,7 @@ import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import type { CID } from 'multiformats/cid'
-import { cidToDigest } from '../src/content/ids.ts'
+import { cidToDigest, digestToCid } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { silentLogger, type Logger } from '../src/log.ts'
 import { OriginClient } from '../src/origin/client.ts'
@@ -35,6 +35,7 @@ import { ContentHasher } from '../src/swarm/content-hasher.ts'
 import { Discovery, type HaveListener } from '../src/swarm/discovery.ts'
 import { Download, type PieceSink } from '../src/swarm/download.ts'
 import { Engine } from '../src/swarm/engine.ts'
+import { readRange } from '../src/swarm/read-range.ts'
 import { DfnodeProcess, startSupernodeProcess } from './helpers/dfnode-process.ts'
 import { TestOrigin } from './helpers/origin-server.ts'
 
@@ -275,6 +276,36 @@ describe('download sources', () => {
     await download.done
     return download
   }
+
+  it('holds back last bytes until verified', async () => {
+    // A holder offers a manifest that claims another content's digest for the pieces it has. The
+    // pieces match the piece CIDs of that manifest, so only the content hash can catch the lie.
+    const seed = await seeded('claimed', 2)
+    const holder = await holding(seed.url, seed.supernode)
+    const claimedBytes = randomBytes(seed.body.byteLength)
+    const digest = `sha256:${createHash('sha256').update(claimedBytes).digest('hex')}`
+    const claimed = digestToCid(digest)
+    const real = holder.records.get(seed.key)!
+    await holder.records.set({ ...real, key: claimed, content: claimed })
+
+    const parts = await peerParts()
+    await parts.node.peerStore.merge(holder.node.peerId, { multiaddrs: holder.node.getMultiaddrs() })
+    await parts.node.dial(holder.node.peerId)
+    const download = new Download({ key: claimed, expected: claimed, url: `${base}/claimed-elsewhere.bin`, headers: {}, digest, filter: [], supernodes: [], backSource: false, pieceSize: 4 * MiB }, {
+      ...parts, discovery: gossipFirst(holder.node.peerId, 2)
+    })
+    download.start()
+    download.done.catch(() => {})
+
+    // Every piece passes its CID check, but the reader never gets the end of the content.
+    let read = 0
+    await assert.rejects(async () => {
+      for await (const part of readRange(download, parts.store, 0, seed.body.byteLength)) read += part.byteLength
+    }, /content of .* has digest/)
+    assert.ok(read < seed.body.byteLength, `read ${read} bytes`)
+    await assert.rejects(download.done, /content of .* has digest/)
+    download.release()
+  })
 
   it('no end-game copies from quick holders', async () => {
     const seed = await seeded('endgame-quick', 2)

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
 import { freePort } from '../e2e/lib/free-port.ts'
-import { DfnodeProcess, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
+import { DfnodeProcess, dfnodeArgv, NODE, sha256, startSupernodeProcess, type FetchSummary } from './helpers/dfnode-process.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { rankSupernodes } from '../src/swarm/supernodes.ts'
 
@@ -222,6 +222,22 @@ describe('faults', () => {
     const strict = run(fetchArgs('refused-strict', '/refused.bin', supernode.address, ['--no-back-source']))
     assert.equal(await strict.exited, 7)
     assert.match(strict.stderr, /dfnode: .*--allow-origin/)
+  })
+
+  it('file size limit: error, no output', async () => {
+    // One piece of 1 MiB, written under a limit of 512 KiB (ulimit -f counts KiB). The first
+    // write call stops at the limit without an error; the next one fails with EFBIG.
+    origin.files.set('/limited.bin', { body: randomBytes(MiB) })
+    const supernode = await startSupernodeProcess(join(dir, 'limited-supernode'))
+    processes.push(supernode.process)
+    const argv = [NODE, ...dfnodeArgv(fetchArgs('limited', '/limited.bin', supernode.address))]
+    const result = await execFileAsync('bash', ['-c', 'ulimit -f 512 && exec "$@"', 'bash', ...argv]).then(() => undefined, (err: { code: number, stdout: string, stderr: string }) => err)
+    assert.notEqual(result, undefined, 'the fetch succeeded under the file size limit')
+    assert.equal(result!.code, 1, result!.stderr)
+    assert.match(result!.stderr, /writing .*limited\.out.* failed \(EFBIG/)
+    assert.equal(JSON.parse(result!.stdout.trim().split('\n').at(-1)!).error.code, 'ERR_STORE')
+    assert.equal(existsSync(join(dir, 'limited.out')), false)
+    assert.deepEqual((await readdir(dir)).filter(name => name.startsWith('.limited.out.')), [])
   })
 
   it('zero-byte file downloads', async () => {

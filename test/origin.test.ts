@@ -541,6 +541,25 @@ describe('origin client: connection failures', () => {
     assert.equal(origin.served, size, 'every byte served once')
   })
 
+  it('rejects resume into another version', TEST_TIMEOUT, async () => {
+    // The content changes while the first body is on its way: the resumed response has another ETag.
+    const size = MiB
+    const origin = await startOrigin(async (req, res, self) => {
+      const first = self.requests.length === 1
+      await serveContent(req, res, self, { size, ranges: true, breakAfter: first ? 300_000 : undefined, headers: { etag: first ? '"v1"' : '"v2"' } })
+    })
+
+    const response = await client({ retries: 1 }).open({ url: `${origin.base}/f` })
+    await assert.rejects(collect(response.body), (err: Error) => {
+      assert.ok(err instanceof OriginResponseError, String(err))
+      assert.match(err.message, /changed between attempts \("v1", then "v2"\)/)
+      return true
+    })
+    assert.equal(origin.requests.length, 2)
+    assert.equal(origin.requests[1]?.headers.range, 'bytes=300000-')
+    assert.equal(origin.requests[1]?.headers['if-range'], '"v1"')
+  })
+
   it('resumes a broken range within the range', TEST_TIMEOUT, async () => {
     const origin = await startOrigin(async (req, res, self) => {
       await serveContent(req, res, self, { size: MiB, ranges: true, breakAfter: self.requests.length === 1 ? 100_000 : undefined })

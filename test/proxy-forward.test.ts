@@ -9,7 +9,8 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
+import { createServer } from 'node:http'
+import { connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateCa } from '../src/cli/gen-ca.ts'
@@ -51,7 +52,8 @@ describe('proxy forward mode with curl', () => {
     registry = await TestRegistry.start()
     image = await buildImage(join(work, 'image'), [2 * 1024 * 1024, 100 * 1024])
     await pushImage(registry.url, repo, 'v1', image)
-    proxy = await TestProxy.start({})
+    // Forward-mode blob GETs go through the blob source only for configured registries.
+    proxy = await TestProxy.start({ registries: [{ host: registry.host, url: registry.url }] })
   })
 
   after(async () => {
@@ -70,6 +72,27 @@ describe('proxy forward mode with curl', () => {
     assert.equal(line?.mode, 'forward')
     assert.equal(line?.route, 'p2p')
     assert.equal(line?.url, `${registry.url}/v2/${repo}/blobs/${layer.digest}`)
+  })
+
+  it('sends other hosts\' blobs direct', async () => {
+    // The proxy stored this layer in the test above. A host of the client's own, which allows
+    // every access check, must not get it: its own bytes come back, and nothing from the proxy.
+    const layer = image.layers[0]!
+    const decoy = Buffer.from('bytes of the host that the client named')
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': decoy.byteLength })
+      res.end(req.method === 'HEAD' ? undefined : decoy)
+    })
+    await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+    try {
+      const { port } = server.address() as AddressInfo
+      const result = await curl(work, ['-x', proxy.url, `http://127.0.0.1:${port}/v2/any/blobs/${layer.digest}`])
+      assert.equal(result.status, 200)
+      assert.deepEqual(result.body, decoy)
+      assert.equal(proxy.requests().at(-1)?.route, 'direct')
+    } finally {
+      server.close()
+    }
   })
 
   it('answers Range and HEAD through the forward proxy', async () => {

@@ -123,7 +123,7 @@ describe('skopeo through the proxy as HTTP_PROXY', { skip: process.getuid?.() !=
   })
 
   it('copies from a plain-HTTP registry through the forward proxy', async () => {
-    const proxy = await TestProxy.start({})
+    const proxy = await TestProxy.start({ registries: [{ host: plain.host, url: plain.url }] })
     try {
       const out = join(work, 'proxy-copy')
       const result = await skopeo(['copy', '--src-tls-verify=false', `docker://${plain.host}/library/app:v1`, `dir:${out}`], { HTTP_PROXY: proxy.url, HTTPS_PROXY: proxy.url })

@@ -15,7 +15,8 @@ import { clientResponseHeaders, upstreamRequestHeaders } from '../src/proxy/head
 import { resolveProxyOptions } from '../src/proxy/options.ts'
 import { parseRange } from '../src/proxy/range.ts'
 import { blobOfPath, checkPath, isTargetError, resolveForwardTarget, resolveMirrorTarget } from '../src/proxy/request-target.ts'
-import { routeOf } from '../src/proxy/rules.ts'
+import { routeOf, trustedForSwarm } from '../src/proxy/rules.ts'
+import { withoutQuery } from '../src/proxy/access-log.ts'
 
 const HEX = 'ab'.repeat(32)
 
@@ -47,6 +48,7 @@ describe('request targets', () => {
 
   it('rejects malformed digests and dot segments', () => {
     assert.equal(checkPath(`/v2/app/blobs/sha256:${HEX}`), undefined)
+    assert.equal(checkPath('/v2/\\..\\..\\admin/secret')?.code, 'NAME_INVALID')
     assert.equal(checkPath(`/v2/app/blobs/sha256:${HEX.toUpperCase()}`)?.code, 'DIGEST_INVALID')
     assert.equal(checkPath(`/v2/app/blobs/sha256:${HEX.slice(2)}`)?.code, 'DIGEST_INVALID')
     assert.equal(checkPath('/v2/app/manifests/SHA256:00')?.code, 'DIGEST_INVALID')
@@ -70,6 +72,11 @@ describe('request targets', () => {
     assert.ok(!isTargetError(target))
     assert.equal(target.upstreamUrl.href, `https://registry-1.docker.io/v2/library/app/blobs/sha256:${HEX}?x=1`)
     assert.equal(target.blob?.digest, `sha256:${HEX}`)
+
+    // Other parameters reach the registry as the client sent them.
+    const signed = resolveMirrorTarget('/v2/app/blobs/uploads/x?flag&a=%7E~&b=x%20y&ns=docker.io&c=1', options)
+    assert.ok(!isTargetError(signed))
+    assert.equal(signed.upstreamUrl.search, '?flag&a=%7E~&b=x%20y&c=1')
 
     const other = resolveMirrorTarget('/v2/app/manifests/v1?ns=mirror.local:5000', options)
     assert.ok(!isTargetError(other))
@@ -137,11 +144,29 @@ describe('proxy options', () => {
     assert.equal(options.hijack.length, 2)
   })
 
+  it('logs URLs without query strings or passwords', () => {
+    assert.equal(withoutQuery('http://alice:s3cret@registry.example/v2/?x=1'), 'http://registry.example/v2/')
+    assert.equal(withoutQuery('/v2/app/blobs/sha256:x?X-Amz-Signature=abc'), '/v2/app/blobs/sha256:x')
+    assert.equal(withoutQuery('/v2/user@example/blobs/x'), '/v2/user@example/blobs/x')
+  })
+
   it('routes by the first matching rule', () => {
     const options = resolveProxyOptions({ rules: [{ match: '/v2/big/', route: 'direct' }, { match: '.*', route: 'swarm' }] })
     assert.equal(routeOf(new URL('https://r/v2/big/blobs/x'), options.rules), 'direct')
     assert.equal(routeOf(new URL('https://r/v2/small/blobs/x'), options.rules), 'swarm')
     assert.equal(routeOf(new URL('https://r/v2/x'), []), 'swarm')
+    assert.equal(routeOf(new URL('https://r/v2/x'), [], false), 'direct')
+    assert.equal(routeOf(new URL('https://r/v2/small/blobs/x'), options.rules, false), 'swarm')
+  })
+
+  it('trusts only configured registries in forward mode', () => {
+    const options = resolveProxyOptions({ registry: 'https://registry.example.com', registries: [{ host: 'docker.io', url: 'https://registry-1.docker.io' }] })
+    assert.equal(trustedForSwarm('forward', new URL('https://registry.example.com/v2/a/blobs/x'), options), true)
+    assert.equal(trustedForSwarm('forward', new URL('https://registry-1.docker.io/v2/a/blobs/x'), options), true)
+    assert.equal(trustedForSwarm('forward', new URL('https://registry.example.com:8443/v2/a/blobs/x'), options), false)
+    assert.equal(trustedForSwarm('forward', new URL('http://attacker.example/v2/a/blobs/x'), options), false)
+    assert.equal(trustedForSwarm('mirror', new URL('https://registry.example.com/v2/a/blobs/x'), options), true)
+    assert.equal(trustedForSwarm('intercept', new URL('https://other.example/v2/a/blobs/x'), options), true)
   })
 })
 

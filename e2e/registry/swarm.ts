@@ -4,7 +4,7 @@
  * benchmarks of the proxy on the swarm. Logs are read back from
  * `<data dir>/logs/dfnode.log`, which dfnode writes synchronously.
  */
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { digestToCid } from '../../src/content/ids.ts'
@@ -89,6 +89,19 @@ export class TestSwarm {
       throw new Error(`the proxy of host ${i} exited with ${String(exitCode ?? signalCode)}; stderr tail:\n${proxy.stderr.slice(-4000)}`)
     }
     return proxy.url
+  }
+
+  /** Files in host `i`'s piece store that its proxy process has open, read from /proc. */
+  async openPieceFiles (i: number): Promise<string[]> {
+    const pid = this.proxies[i]?.child.pid
+    if (pid == null) throw new Error(`no running proxy on host ${i}`)
+    const pieces = join(this.hostDir(i), 'store', 'pieces')
+    const open: string[] = []
+    for (const fd of await readdir(`/proc/${pid}/fd`)) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
+      if (target.startsWith(`${pieces}/`)) open.push(target)
+    }
+    return open
   }
 
   /** Stops the proxy of host `i` with SIGKILL, as a crash would. */

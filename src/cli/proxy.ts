@@ -32,7 +32,7 @@ export const proxyCommand: Command = {
   options: [
     { name: 'host', type: 'string', description: 'Address to listen on (default: 127.0.0.1)' },
     { name: 'port', type: 'string', description: 'TCP port to listen on (default: 65001)' },
-    { name: 'registry', type: 'string', description: 'Default upstream registry URL for /v2/ requests without ?ns= (default: none)' },
+    { name: 'registry', type: 'string', description: 'Default upstream registry URL for /v2/ requests without ?ns=; in HTTP-proxy mode, blobs of configured registries only go through the swarm (default: none)' },
     { name: 'proxy-config', type: 'string', description: 'YAML file with proxy settings: registries, rules, hijack and the keys of these flags (default: none)' },
     { name: 'hijack-https', type: 'boolean', description: 'Intercept HTTPS CONNECT tunnels to the configured registries or --hijack-host patterns (default: off, plain tunnels)' },
     { name: 'hijack-host', type: 'string', description: 'Regular expression matched against host:port of CONNECT requests to intercept; repeatable (default: the configured registries)' },

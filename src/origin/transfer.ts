@@ -7,7 +7,7 @@ import { OriginResponseError, OriginStatusError, OriginUnreachableError, Timeout
 import type { Logger } from '../log.ts'
 import { describeStatus, discard, sendGet, type Exchange } from './exchange.ts'
 import { withRange } from './headers.ts'
-import { planBody, type BodyPlan, type ByteRange } from './range.ts'
+import { planBody, single, type BodyPlan, type ByteRange } from './range.ts'
 import { urlForLog } from './redact.ts'
 import { backoffDelay, errorCode, isRetryable, TruncatedBodyError, waitBackoff } from './retry.ts'
 
@@ -35,6 +35,12 @@ export interface TransferOptions {
   signal?: AbortSignal
 }
 
+/** Headers that name the version of a content. */
+interface Validators {
+  etag?: string
+  lastModified?: string
+}
+
 /** A connected response with the plan for cutting the requested bytes out of it. */
 export interface Segment {
   exchange: Exchange
@@ -53,6 +59,8 @@ export class Transfer {
   #size: number | undefined
   /** Body of the current segment, destroyed when the reader stops early. */
   #current: Exchange['body'] | undefined
+  /** ETag and Last-Modified of the first response, which every resumed response must repeat. */
+  #validators: Validators | undefined
 
   constructor (options: TransferOptions) {
     this.#options = options
@@ -74,6 +82,11 @@ export class Transfer {
     const { range } = this.#options
     const requested: ByteRange = range?.end === undefined ? { start: offset } : { start: offset, end: range.end }
     const rangeSent = range !== undefined || offset > 0
+    let headers = rangeSent ? withRange(this.#options.headers, requested) : this.#options.headers
+    // A resumed request asks for the rest of the same version only: an origin whose content
+    // changed answers with all of the new one, which #plan then refuses.
+    const etag = this.#validators?.etag
+    if (etag !== undefined && rangeSent && !etag.startsWith('W/')) headers = { ...headers, 'if-range': etag }
 
     for (;;) {
       try {
@@ -81,7 +94,7 @@ export class Transfer {
           dispatcher: this.#options.dispatcher,
           log: this.#options.log,
           url: this.#options.url,
-          headers: rangeSent ? withRange(this.#options.headers, requested) : this.#options.headers,
+          headers,
           maxRedirects: this.#options.maxRedirects,
           ...(this.#options.signal === undefined ? {} : { signal: this.#options.signal }),
           onHop: url => { this.#hop = url }
@@ -146,10 +159,36 @@ export class Transfer {
         ...(this.#size === undefined ? {} : { knownSize: this.#size })
       })
       this.#size ??= plan.size
+      this.#checkVersion(exchange)
       return plan
     } catch (err) {
       discard(exchange.body)
       throw err
+    }
+  }
+
+  /**
+   * Records the first response's ETag and Last-Modified, and throws OriginResponseError when a later
+   * response names another version, so that no body joins the bytes of two versions.
+   */
+  #checkVersion (exchange: Exchange): void {
+    const seen: Validators = {}
+    const etag = single(exchange.headers.etag)
+    const lastModified = single(exchange.headers['last-modified'])
+    if (etag !== undefined) seen.etag = etag
+    if (lastModified !== undefined) seen.lastModified = lastModified
+    const first = this.#validators
+    if (first === undefined) {
+      this.#validators = seen
+      return
+    }
+    const changed = first.etag !== undefined && seen.etag !== undefined
+      ? first.etag !== seen.etag
+      : first.lastModified !== undefined && seen.lastModified !== undefined && first.lastModified !== seen.lastModified
+    if (changed) {
+      const before = first.etag ?? first.lastModified ?? ''
+      const after = seen.etag ?? seen.lastModified ?? ''
+      throw new OriginResponseError(`content at ${urlForLog(exchange.url)} changed between attempts (${before}, then ${after}): fetch it again from the start`)
     }
   }
 

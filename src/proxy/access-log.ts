@@ -20,10 +20,14 @@ export interface RequestRecord {
   startedAt: number
 }
 
-/** Strips the query string and fragment from a URL or path. */
+/**
+ * Strips the query string and fragment from a URL or path, and the user name and password from
+ * an absolute URL, so that it can be logged: signed URLs carry credentials in the query string.
+ */
 export function withoutQuery (url: string): string {
   const end = url.search(/[?#]/)
-  return end >= 0 ? url.slice(0, end) : url
+  const path = end >= 0 ? url.slice(0, end) : url
+  return path.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1')
 }
 
 /** Creates the record of a request and writes its log line when the response closes. */

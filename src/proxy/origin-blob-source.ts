@@ -9,8 +9,9 @@ import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promis
 import { join } from 'node:path'
 import type { Dispatcher } from 'undici'
 import { makeDirectory } from '../directories.ts'
-import { OriginStatusError, OriginUnreachableError, VerificationError } from '../errors.ts'
+import { OriginStatusError, OriginUnreachableError, StorageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import { writeAll } from '../store/atomic-file.ts'
 import type { BlobHandle, BlobRequest, BlobSource } from './blob-source.ts'
 import { discardBody, type Upstream } from './upstream.ts'
 
@@ -111,13 +112,13 @@ export class OriginBlobSource implements BlobSource {
             const bytes = chunk as Buffer
             if (download.written + bytes.length > download.size) throw new OriginUnreachableError(`origin ${url.host} sent more than the announced ${download.size} bytes of ${download.digest}`)
             hash.update(bytes)
-            await file.write(bytes, 0, bytes.length, download.written)
+            await writeAll(file, bytes, download.written, download.tempPath)
             download.advance(bytes.length)
           }
           if (download.written === download.size) break
           throw new OriginUnreachableError(`origin ${url.host} ended ${download.digest} at byte ${download.written} of ${download.size}`)
         } catch (err) {
-          if (this.controller.signal.aborted || attempt >= attempts || err instanceof VerificationError) throw err
+          if (this.controller.signal.aborted || attempt >= attempts || err instanceof VerificationError || err instanceof StorageError) throw err
           this.init.logger.warn({ err, digest: download.digest, offset: download.written, attempt }, 'origin download broke off, resuming with Range')
           body = await this.resume(download, url, headers)
         }

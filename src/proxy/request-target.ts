@@ -40,7 +40,7 @@ const STORAGE_SHAPE = /\/docker\/registry\/v2\/blobs\/sha256\/([^/]*)\/([^/]*)\/
 
 /**
  * Checks a raw request path (as sent, before any URL normalisation) for dot
- * segments, NUL bytes and malformed sha256 digests.
+ * segments, backslashes, NUL bytes and malformed sha256 digests.
  */
 export function checkPath (rawPath: string): TargetError | undefined {
   // A malformed digest reference is reported as such, even when it is also badly percent-encoded.
@@ -50,6 +50,10 @@ export function checkPath (rawPath: string): TargetError | undefined {
     return { status: 400, code: 'DIGEST_INVALID', message: `invalid digest "${reference}": expected sha256: followed by 64 lowercase hex characters` }
   }
 
+  // URL parsing reads a backslash as a slash, which would let `\..\` escape the checks below.
+  if (rawPath.includes('\\')) {
+    return { status: 400, code: 'NAME_INVALID', message: `invalid path "${rawPath.slice(0, 200)}": a backslash is not allowed in a request path` }
+  }
   for (const segment of rawPath.split('/')) {
     let decoded: string
     try {
@@ -97,7 +101,6 @@ export function resolveMirrorTarget (rawUrl: string, options: ProxyOptions): Req
 
   const params = new URLSearchParams(query)
   const ns = params.get('ns')
-  params.delete('ns')
 
   let registry: RegistryEntry | undefined
   if (ns != null) {
@@ -113,12 +116,29 @@ export function resolveMirrorTarget (rawUrl: string, options: ProxyOptions): Req
     }
   }
 
-  const search = params.toString()
-  const upstreamUrl = new URL(`${registry.url.origin}${path}${search === '' ? '' : `?${search}`}`)
+  const search = withoutParameter(query, 'ns')
+  const upstreamUrl = new URL(`${registry.url.origin}${path}${search}`)
   const target: RequestTarget = { mode: 'mirror', upstreamUrl, registry }
   const blob = blobOfPath(path)
   if (blob != null) target.blob = blob
   return target
+}
+
+/**
+ * Removes every `name=…` parameter from a raw query string (`?` included) and keeps the others
+ * byte for byte, since a signed query may be checked as it was sent.
+ */
+function withoutParameter (query: string, name: string): string {
+  const remaining = query.replace(/^\?/, '').split('&').filter(part => {
+    if (part === '') return false
+    const key = part.split('=')[0] ?? ''
+    try {
+      return decodeURIComponent(key.replaceAll('+', ' ')) !== name
+    } catch {
+      return true
+    }
+  })
+  return remaining.length === 0 ? '' : `?${remaining.join('&')}`
 }
 
 /** Resolves an absolute-URI request (forward-proxy mode). */

@@ -1,14 +1,28 @@
 /**
- * Routing of blob GETs: the configured rules in order, first match wins;
- * without a match a blob GET goes through the swarm.
+ * Routing of blob GETs: the configured rules in order, first match wins.
+ * Without a match, a blob GET goes through the swarm when its host is trusted
+ * (see `trustedForSwarm`), and straight to the upstream otherwise.
  */
-import type { Route, RouteRule } from './options.ts'
+import type { ProxyOptions, Route, RouteRule } from './options.ts'
+import type { RequestMode } from './request-target.ts'
 
-/** Returns the route of a blob GET for `url`. */
-export function routeOf (url: URL, rules: readonly RouteRule[]): Route {
+/** Returns the route of a blob GET for `url`; `trusted` is the route's default without a matching rule. */
+export function routeOf (url: URL, rules: readonly RouteRule[], trusted = true): Route {
   const href = url.href
   for (const rule of rules) {
     if (rule.match.test(href)) return rule.route
   }
-  return 'swarm'
+  return trusted ? 'swarm' : 'direct'
+}
+
+/**
+ * Tells whether the host of a blob GET may decide the access check for blobs in the swarm. The
+ * check asks that host whether the client may read the blob, and a blob in the swarm may have come
+ * from another client's pull. In forward mode the client names the host, and a host of its own
+ * would allow every digest, so only configured registries count there. Mirror requests go to a
+ * configured registry, and intercepted ones to a host the operator chose to intercept.
+ */
+export function trustedForSwarm (mode: RequestMode, url: URL, options: Pick<ProxyOptions, 'registries'>): boolean {
+  if (mode !== 'forward') return true
+  return options.registries.some(registry => registry.url.host === url.host || registry.host === url.host)
 }

@@ -80,9 +80,15 @@ export async function serveBlob (context: ServeBlobContext, req: IncomingMessage
   }
 }
 
-async function sendFromHandle (context: ServeBlobContext, req: IncomingMessage, res: ServerResponse, url: URL, blob: BlobTarget, handle: BlobHandle, headers: Record<string, string>, record: RequestRecord, signal: AbortSignal): Promise<void> {
-  const where = { digest: blob.digest, url: `${url.origin}${url.pathname}` }
+/** The reader of a response body and the byte range [start, end) it reads; `partial` for a 206. */
+interface BodyRead {
+  iterator: AsyncIterator<Uint8Array>
+  start: number
+  end: number
+  partial: boolean
+}
 
+async function sendFromHandle (context: ServeBlobContext, req: IncomingMessage, res: ServerResponse, url: URL, blob: BlobTarget, handle: BlobHandle, headers: Record<string, string>, record: RequestRecord, signal: AbortSignal): Promise<void> {
   // 4. Apply the Range header to the blob's size.
   const range = parseRange(req.headers.range, handle.size)
   if (range.kind === 'unsatisfiable') {
@@ -97,6 +103,17 @@ async function sendFromHandle (context: ServeBlobContext, req: IncomingMessage, 
   // 5. Wait for the first bytes before sending headers, so that a blob source
   //    failing at once still lets the upstream respond instead.
   const iterator = handle.read(start, end, signal)[Symbol.asyncIterator]()
+  try {
+    await sendBody(context, req, res, url, blob, handle, headers, record, signal, { iterator, start, end, partial })
+  } finally {
+    // Ends the reader, whichever way the response ended, so it closes its piece and releases its pin.
+    await iterator.return?.()?.catch(() => {})
+  }
+}
+
+async function sendBody (context: ServeBlobContext, req: IncomingMessage, res: ServerResponse, url: URL, blob: BlobTarget, handle: BlobHandle, headers: Record<string, string>, record: RequestRecord, signal: AbortSignal, body: BodyRead): Promise<void> {
+  const { iterator, start, end, partial } = body
+  const where = { digest: blob.digest, url: `${url.origin}${url.pathname}` }
   let first: Uint8Array | undefined
   if (end > start) {
     try {
@@ -138,7 +155,6 @@ async function sendFromHandle (context: ServeBlobContext, req: IncomingMessage, 
       record.bytes += step.value.length
     }
   } catch (err) {
-    void iterator.return?.()?.catch(() => {})
     if (signal.aborted) return
     if (err instanceof VerificationError) {
       context.logger.error({ err, ...where, offset }, 'blob failed verification, closing the response')

@@ -18,7 +18,7 @@ import type { ProxyOptions } from './options.ts'
 import { passThrough } from './pass-through.ts'
 import { isTargetError, resolveForwardTarget, resolveMirrorTarget, resolveOriginTarget, type RequestTarget, type TargetError } from './request-target.ts'
 import { sendError } from './responses.ts'
-import { routeOf } from './rules.ts'
+import { routeOf, trustedForSwarm } from './rules.ts'
 import { serveBlob } from './serve-blob.ts'
 import type { Upstream } from './upstream.ts'
 import { withPort } from './upstream-tls.ts'
@@ -150,7 +150,7 @@ export class ProxyServer {
     // 2. Send blob GETs through the blob source and everything else to the upstream.
     const context = { upstream: this.components.upstream, authorization: this.authorization, blobSource: this.components.blobSource, logger: this.components.logger }
     try {
-      if (method === 'GET' && target.blob != null && routeOf(target.upstreamUrl, this.options.rules) === 'swarm') {
+      if (method === 'GET' && target.blob != null && routeOf(target.upstreamUrl, this.options.rules, trustedForSwarm(target.mode, target.upstreamUrl, this.options)) === 'swarm') {
         await serveBlob(context, req, res, target.upstreamUrl, target.blob, record)
       } else {
         await passThrough(context, req, res, target.upstreamUrl, record)

@@ -5,8 +5,9 @@
  * either the old file or the whole new one.
  */
 import { randomBytes } from 'node:crypto'
-import { open, rename, unlink } from 'node:fs/promises'
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
+import { StorageError } from '../errors.ts'
 
 /** Marker between a target name and the owner pid in a temp file name. */
 const TEMP_MARKER = '.tmp-'
@@ -87,6 +88,24 @@ export async function writeFileAtomic (path: string, bytes: Uint8Array, options:
   }
 
   if (durable) await syncDirectory(dirname(path))
+}
+
+/**
+ * Writes all of `bytes` to `file` at `position`, naming `path` in the error. At a file size
+ * limit or a full quota, one write call may write fewer bytes than requested without an error.
+ * So the rest goes in further calls, and the call that cannot write raises StorageError.
+ */
+export async function writeAll (file: FileHandle, bytes: Uint8Array, position: number, path: string): Promise<void> {
+  let done = 0
+  try {
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await file.write(bytes, done, bytes.byteLength - done, position + done)
+      if (bytesWritten === 0) throw new Error('the system wrote 0 bytes')
+      done += bytesWritten
+    }
+  } catch (err) {
+    throw new StorageError(`writing ${path} at byte ${position + done} failed (${(err as Error).message}): free disk space or raise the file size limit, then run again`, { cause: err })
+  }
 }
 
 /** Fsyncs a directory so a rename or unlink in it survives a crash. */

@@ -8,7 +8,7 @@ import { cutPieces } from '../content/cutter.ts'
 import { ownPiece, releasePiece } from '../swarm/piece-buffers.ts'
 import { EMPTY_CONTENT_CID, cidOfSha256, cidToDigest } from '../content/ids.ts'
 import { choosePieceSize, pieceCount } from '../content/pieces.ts'
-import { DfnodeError, ExitCode, OriginUnreachableError, VerificationError } from '../errors.ts'
+import { DfnodeError, OriginUnreachableError, StorageError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import type { ContentRecords } from '../store/content-records.ts'
@@ -36,9 +36,6 @@ export interface SeedTaskComponents {
 }
 
 export type SeedState = 'running' | 'done' | 'failed'
-
-/** Code of a seed that failed because the supernode's store lost or could not read a piece. */
-const STORE_ERROR_CODE = 'ERR_STORE'
 
 export class SeedTask {
   readonly key: CID
@@ -113,7 +110,7 @@ export class SeedTask {
         releasePiece(piece.bytes)
         if (hash != null) {
           const range = store.locate(piece.cid)
-          if (range == null) throw new DfnodeError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored; check that no other process removes files from the data dir, and request the content again`, STORE_ERROR_CODE, ExitCode.failure)
+          if (range == null) throw new StorageError(`piece ${piece.index} of ${stripQuery(this.init.url)} is missing from the store right after it was stored; check that no other process removes files from the data dir, and request the content again`)
           if (storedBefore) heldBefore.push(piece.cid)
           hash.add(range, storedBefore ? { index: piece.index, sha256: piece.cid.multihash.digest } : undefined)
         }
@@ -171,7 +168,7 @@ export class SeedTask {
       // The thread's message names a local path, so only the log gets it and peers get a summary.
       this.components.logger.warn({ key: this.key.toString(), url, err: (err as Error).message }, 'content hash of a seeded content failed')
       if (!(err instanceof VerificationError)) {
-        throw new DfnodeError(`reading the stored pieces of ${url} back for the content hash failed; request the content again`, STORE_ERROR_CODE, ExitCode.failure, { cause: err })
+        throw new StorageError(`reading the stored pieces of ${url} back for the content hash failed; request the content again`, { cause: err })
       }
       for (const cid of heldBefore) await this.components.store.get(cid, { recheck: true }).catch(() => {})
       throw new VerificationError(`a copy of a piece of ${url} in the supernode's store did not match its CID and was deleted; request the content again`, { cause: err })

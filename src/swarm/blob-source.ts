@@ -17,6 +17,8 @@ export class SwarmBlobSource implements BlobSource {
     // Responses stream blobs from their start. A Range request moves the reader when it reads.
     download.expectReader()
     const layout = await download.ready(request.signal)
+    // An empty blob gets its headers, which declare it complete, only after the content hash.
+    if (layout.size === 0) await download.verified(request.signal)
     const engine = this.engine
     return {
       size: layout.size,

@@ -12,7 +12,7 @@ import { EMPTY_CONTENT_CID, cidOfBytes, cidOfSha256, cidToDigest, isContentCid, 
 import { cutPieces } from '../content/cutter.ts'
 import { decodeManifest, type Manifest } from '../content/manifest.ts'
 import { choosePieceSize, pieceCount, pieceLength, pieceOffset } from '../content/pieces.ts'
-import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginUnreachableError, ProtocolError, TimeoutError, VerificationError } from '../errors.ts'
+import { DfnodeError, NoSourceError, OriginNotAllowedError, OriginUnreachableError, ProtocolError, StorageError, TimeoutError, VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { OriginClient } from '../origin/client.ts'
 import { dialFailureReason, type DfnodeLibp2p } from '../p2p/node.ts'
@@ -317,6 +317,11 @@ export class Download {
     const settled = Promise.race([promise, this.done])
     await (signal != null ? raceSignal(settled, signal) : settled)
     if (!this.hasPiece(index)) throw this.failure ?? new NoSourceError(`piece ${index} of ${this.key.toString()} was not downloaded`)
+  }
+
+  /** Waits until the whole content matched its hash; rejects when the download fails. */
+  async verified (signal?: AbortSignal): Promise<void> {
+    await (signal != null ? raceSignal(this.done, signal) : this.done)
   }
 
   /**
@@ -933,7 +938,10 @@ export class Download {
         }
       } catch (err) {
         this.abortedBytes += received
-        if (this.failure == null && !this.finished) this.dropClient(source, err as Error, client)
+        if (this.failure == null && !this.finished) {
+          if (err instanceof StorageError) this.fail(err)
+          else this.dropClient(source, err as Error, client)
+        }
       } finally {
         freeWindow()
         this.inflightCount[index] = Math.max(0, (this.inflightCount[index] ?? 1) - 1)
@@ -1008,6 +1016,10 @@ export class Download {
       } else {
         await this.components.store.put(cid, bytes, { hashed: true })
       }
+    } catch (err) {
+      // A full disk is this host's problem: the holder that sent the piece is not to blame.
+      if (err instanceof StorageError) throw err
+      throw new StorageError(`storing piece ${index} of ${stripQuery(this.init.url)} failed (${(err as Error).message}): free disk space in ${sink != null ? 'the output folder' : 'the data dir'}, then run again`, { cause: err })
     } finally {
       this.writing.delete(index)
     }

@@ -6,7 +6,6 @@
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { taskKeyOf } from '../content/keys.ts'
-import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { OriginClient } from '../origin/client.ts'
@@ -19,6 +18,7 @@ import { Download, type DownloadInit, type PieceSink } from './download.ts'
 import { PeerSlots } from './peer-slots.ts'
 import { ContentHasher } from './content-hasher.ts'
 import { PieceServer } from './piece-server.ts'
+import { readRange } from './read-range.ts'
 import { DirectServer } from './direct-link.ts'
 import { DirectPool } from './direct-pool.ts'
 import { ConfigError } from '../errors.ts'
@@ -82,9 +82,6 @@ function directHosts (listen: string[]): string[] {
 
 /** Piece requests in flight to one peer over all downloads: two downloads' worth. */
 const PEER_SLOTS = 4
-
-/** Size of the parts `readRange` reads a piece in. */
-const READ_PART_BYTES = 1024 * 1024
 
 export interface OpenRequest {
   url: string
@@ -212,31 +209,9 @@ export class Engine {
     download.release()
   }
 
-  /**
-   * Yields bytes [start, end) of a content in order, as verified pieces arrive.
-   * Each piece is read from the store in parts of READ_PART_BYTES, so memory
-   * stays at one part per reader.
-   */
-  async * readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-    const layout = await download.ready(signal)
-    if (start >= end) return
-    const first = pieceAt(start, layout.pieceSize)
-    const last = pieceAt(end - 1, layout.pieceSize)
-    for (let index = first; index <= last; index++) {
-      download.setCursor(index)
-      await download.waitPiece(index, signal)
-      const cid = download.cidOf(index)
-      const piece = cid != null ? await this.store.openForUpload(cid, signal != null ? { signal } : {}) : undefined
-      if (piece == null) throw new Error(`piece ${index} of ${download.key.toString()} is missing from the store`)
-      try {
-        const offset = pieceOffset(index, layout.pieceSize)
-        const from = Math.max(start, offset) - offset
-        const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
-        for (let at = from; at < to; at += READ_PART_BYTES) yield await piece.read(at, Math.min(READ_PART_BYTES, to - at))
-      } finally {
-        await piece.close()
-      }
-    }
+  /** Yields bytes [start, end) of a content in order, as verified pieces arrive (see readRange). */
+  readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    return readRange(download, this.store, start, end, signal)
   }
 
   /** Returns the keys of the contents stored here completely. */

@@ -9,6 +9,7 @@ import { cidToDigest } from '../content/ids.ts'
 import { VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { ephemeralIdentity } from '../p2p/identity.ts'
+import { writeAll } from '../store/atomic-file.ts'
 import { FlushAhead } from '../store/flush-ahead.ts'
 import { Engine, engineInitFromConfig } from './engine.ts'
 import type { Download, DownloadLayout, PieceSink } from './download.ts'
@@ -100,7 +101,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
     const sink: PieceSink = {
       path: temp,
       write: async (index, bytes, offset) => {
-        await handle.write(bytes, 0, bytes.byteLength, offset)
+        await writeAll(handle, bytes, offset, temp)
         flush.wrote(bytes.byteLength)
         written.add(index)
       }
@@ -118,7 +119,7 @@ export async function fetchFile (config: Config, logger: Logger, options: FetchO
 
     // Pieces that were in the store before this download are copied into the file as well.
     const layout = await download.ready(signal)
-    await writePieces(engine, download, handle, flush, layout, signal, written)
+    await writePieces(engine, download, handle, temp, flush, layout, signal, written)
     file = undefined
     await handle.close()
     signal.removeEventListener('abort', onAbort)
@@ -200,7 +201,7 @@ async function fetchViaDaemon (config: Config, logger: Logger, options: FetchOpt
     try {
       for await (const chunk of daemon.body) {
         hash.update(chunk)
-        await file.write(chunk)
+        await writeAll(file, chunk, received, plan.temp)
         received += chunk.byteLength
         options.onProgress?.({ received, size: daemon.size, peers: 0, fromSupernode: 0, fromPeers: 0, fromOrigin: 0 })
       }
@@ -234,7 +235,7 @@ const MAX_QUEUED_PIECES = 2
  * Writes every piece of a download that is not in `written` into `file` at its offset, as
  * pieces arrive, then syncs it. `written` lists the pieces already in the file.
  */
-async function writePieces (engine: Engine, download: Download, file: FileHandle, flush: FlushAhead, layout: DownloadLayout, signal: AbortSignal, written: Set<number>): Promise<void> {
+async function writePieces (engine: Engine, download: Download, file: FileHandle, path: string, flush: FlushAhead, layout: DownloadLayout, signal: AbortSignal, written: Set<number>): Promise<void> {
   let queued = 0
   let chain: Promise<void> = Promise.resolve()
   let failure: Error | undefined
@@ -249,7 +250,7 @@ async function writePieces (engine: Engine, download: Download, file: FileHandle
       const cid = download.cidOf(index)
       const data = copy ?? (cid != null ? await engine.store.get(cid) : undefined)
       if (data == null) throw new VerificationError(`piece ${index} of ${download.key.toString()} is missing from the store`)
-      await file.write(data, 0, data.byteLength, pieceOffset(index, layout.pieceSize))
+      await writeAll(file, data, pieceOffset(index, layout.pieceSize), path)
       flush.wrote(data.byteLength)
     }).catch((err: Error) => { failure ??= err }).finally(() => { queued-- })
   }

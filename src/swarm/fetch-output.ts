@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { makeDirectory } from '../directories.ts'
 import { UsageError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { isProcessRunning } from '../store/atomic-file.ts'
+import { isProcessRunning, syncDirectory } from '../store/atomic-file.ts'
 
 /** Destination of a fetch's verified content, and the temporary file it is written to first. */
 export interface OutputPlan {
@@ -56,7 +56,7 @@ export async function planOutput (output: string, dataDir: string): Promise<Outp
     }
     return { target, kind: info.isFIFO() ? 'pipe' : 'device', temp: tempPathIn(folder, target) }
   }
-  if (info != null && !info.isFile()) throw new UsageError(`output path ${output} is neither a regular file nor a character device or pipe: name a file with -o`)
+  if (info != null && !info.isFile()) throw new UsageError(`output path ${output} is neither a regular file nor a character device or pipe: name a file with -o, or write to standard output with -o -`)
   await checkFolder(dirname(target))
   return { target, kind: 'file', temp: tempPathIn(dirname(target), target) }
 }
@@ -73,9 +73,22 @@ async function followLink (path: string): Promise<string> {
     return await realpath(path)
   } catch (err) {
     const { code } = err as NodeJS.ErrnoException
+    // /dev/stdout of a process writing into a shell pipe links to a name such as pipe:[1234], which
+    // realpath cannot resolve, while opening the link itself reaches the pipe.
+    if (code === 'ENOENT' && await isPipeOrDevice(path)) return path
     if (code === 'ENOENT') throw new UsageError(`output path ${path} is a symbolic link to a missing file: create the file it points to, or name another file with -o`, { cause: err })
     if (code === 'ELOOP') throw new UsageError(`output path ${path} is a loop of symbolic links: name another file with -o`, { cause: err })
     throw err
+  }
+}
+
+/** Tells whether `path`, links followed, is a pipe, socket or character device. */
+async function isPipeOrDevice (path: string): Promise<boolean> {
+  try {
+    const info = await stat(path)
+    return info.isFIFO() || info.isSocket() || info.isCharacterDevice()
+  } catch {
+    return false
   }
 }
 
@@ -117,6 +130,8 @@ export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
 export async function deliver (plan: OutputPlan, signal?: AbortSignal): Promise<void> {
   if (plan.kind === 'file') {
     await rename(plan.temp, plan.target)
+    // The content record names the output, so the rename must outlast a power loss as well.
+    await syncDirectory(dirname(plan.target))
     return
   }
   const output = plan.kind === 'pipe' ? await openPipe(plan.target, signal) : createWriteStream(plan.target, { flags: 'w' })

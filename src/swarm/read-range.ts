@@ -1,0 +1,47 @@
+/**
+ * Reading a content's bytes in order while its download runs: the reader of a
+ * proxy response or of the control socket.
+ */
+import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
+import { StorageError } from '../errors.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import type { Download } from './download.ts'
+
+/** Bytes read from the store at a time, so memory stays at one part per reader. */
+const READ_PART_BYTES = 1024 * 1024
+
+/**
+ * Yields bytes [start, end) of a content in order, as verified pieces arrive.
+ * A piece matches its CID when it arrives, but the piece CIDs may come from an
+ * untrusted manifest: only the content hash proves them. So the last part waits
+ * until the whole content is verified, and a reader never gets a range that ends
+ * normally with bytes that fail the content hash.
+ */
+export async function * readRange (download: Download, store: PieceStore, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const layout = await download.ready(signal)
+  if (start >= end) {
+    await download.verified(signal)
+    return
+  }
+  const first = pieceAt(start, layout.pieceSize)
+  const last = pieceAt(end - 1, layout.pieceSize)
+  for (let index = first; index <= last; index++) {
+    download.setCursor(index)
+    await download.waitPiece(index, signal)
+    const cid = download.cidOf(index)
+    const piece = cid != null ? await store.openForUpload(cid, signal != null ? { signal } : {}) : undefined
+    if (piece == null) throw new StorageError(`piece ${index} of ${download.key.toString()} is missing from the store`)
+    try {
+      const offset = pieceOffset(index, layout.pieceSize)
+      const from = Math.max(start, offset) - offset
+      const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
+      for (let at = from; at < to; at += READ_PART_BYTES) {
+        const part = await piece.read(at, Math.min(READ_PART_BYTES, to - at))
+        if (index === last && at + READ_PART_BYTES >= to) await download.verified(signal)
+        yield part
+      }
+    } finally {
+      await piece.close()
+    }
+  }
+}
