@@ -29,15 +29,22 @@ interface FetchSummary {
   ms: number
 }
 
-const { values } = parseArgs({
-  options: {
-    size: { type: 'string', default: '256MiB' },
-    peers: { type: 'string', default: '4' },
-    help: { type: 'boolean', default: false }
-  }
-})
-if (values.help === true) {
-  process.stdout.write('usage: npm run demo [-- --size 256MiB --peers 4]\n')
+const USAGE = 'usage: npm run demo [-- --size 256MiB --peers 4]\n'
+let values: { size: string, peers: string, help: boolean }
+try {
+  values = parseArgs({
+    options: {
+      size: { type: 'string', default: '256MiB' },
+      peers: { type: 'string', default: '4' },
+      help: { type: 'boolean', default: false }
+    }
+  }).values
+} catch (err) {
+  process.stderr.write(`demo: ${(err as Error).message}\n${USAGE}`)
+  process.exit(2)
+}
+if (values.help) {
+  process.stdout.write(USAGE)
   process.exit(0)
 }
 const size = parseSize(values.size) ?? -1

@@ -6,7 +6,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { request } from 'node:http'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestOrigin } from './helpers/origin-server.ts'
@@ -71,6 +73,39 @@ describe('fetch through the host daemon', () => {
     assert.equal(third.summary.fromLocal, body.byteLength)
     assert.match(third.child.stderr, /a local daemon uses this data dir and fetches with its own settings: --supernode, --no-back-source, --seed-time, DFNODE_UPLOAD_RATE not applied/)
     assert.doesNotMatch(second.child.stderr, /not applied/)
+  })
+
+  it('ends a read for a client that left', async () => {
+    const body = randomBytes(32 * 1024 * 1024)
+    origin.files.set('/left.bin', { body })
+    const supernode = await startSupernodeProcess(join(dir, 'supernode-3'))
+    processes.push(supernode.process)
+    const hostDir = join(dir, 'host-3')
+    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
+    processes.push(daemon)
+    await daemon.line(line => line.startsWith('http://'), 30_000)
+
+    // A client reads the first bytes, stops reading until the daemon's writes wait for the socket
+    // to drain, then closes the connection.
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: join(hostDir, 'dfnode.sock'), method: 'POST', path: '/v1/fetch', headers: { 'content-type': 'application/json' } }, res => {
+        res.once('data', () => {
+          res.pause()
+          setTimeout(() => { req.destroy(); resolve() }, 2000)
+        })
+      })
+      req.on('error', err => { if (!req.destroyed) reject(err) })
+      req.end(JSON.stringify({ url: `${base}/left.bin` }))
+    })
+
+    // The daemon ends that read and logs it, instead of waiting for a drain that never comes.
+    const deadline = Date.now() + 10_000
+    let log = ''
+    while (!log.includes('"control fetch failed"') && Date.now() < deadline) {
+      await sleep(200)
+      log = await readFile(join(hostDir, 'logs', 'dfnode.log'), 'utf8')
+    }
+    assert.match(log, /"control fetch failed"/)
   })
 
   it('reports daemon errors with their code', async () => {

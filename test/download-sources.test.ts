@@ -23,7 +23,7 @@ import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import type { CID } from 'multiformats/cid'
-import { cidToDigest, digestToCid } from '../src/content/ids.ts'
+import { cidOfBytes, cidToDigest, digestToCid } from '../src/content/ids.ts'
 import { taskKeyOf } from '../src/content/keys.ts'
 import { silentLogger, type Logger } from '../src/log.ts'
 import { OriginClient } from '../src/origin/client.ts'
@@ -87,11 +87,11 @@ describe('download sources', () => {
   })
 
   /** Starts a peer's libp2p node, store, records and origin client, and stops them after the tests. */
-  const peerParts = async (): Promise<{ node: DfnodeLibp2p, store: PieceStore, records: ContentRecords, origin: OriginClient, logger: Logger, hasher: ContentHasher }> => {
+  const peerParts = async (quotaBytes?: number): Promise<{ node: DfnodeLibp2p, store: PieceStore, records: ContentRecords, origin: OriginClient, logger: Logger, hasher: ContentHasher }> => {
     const logger = silentLogger()
     const node: DfnodeLibp2p = await createNode({ privateKey: await ephemeralIdentity(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     const storeDir = await mkdtemp(join(dir, 'peer-'))
-    const store = new PieceStore({ dir: storeDir, logger })
+    const store = new PieceStore({ dir: storeDir, logger, ...(quotaBytes != null ? { quotaBytes } : {}) })
     const records = new ContentRecords({ dir: storeDir, logger })
     const originClient = new OriginClient({ logger })
     const hasher = new ContentHasher(logger)
@@ -305,6 +305,35 @@ describe('download sources', () => {
     assert.ok(read < seed.body.byteLength, `read ${read} bytes`)
     await assert.rejects(download.done, /content of .* has digest/)
     download.release()
+  })
+
+  it('keeps pins for a slow reader', async () => {
+    // A store with room for the 3 pieces of the content and no more.
+    const seed = await seeded('slow-reader', 3)
+    const parts = await peerParts(3 * 4 * MiB)
+    const download = new Download({ key: seed.key, url: seed.url, headers: {}, filter: [], supernodes: [seed.supernode], backSource: false, pieceSize: 4 * MiB }, {
+      ...parts, discovery: gossipFirst(seed.holder, 3)
+    })
+    download.start()
+    await download.done
+
+    // A reader reads its first part, then the download ends as the engine ends it.
+    const reader = readRange(download, parts.store, 0, seed.body.byteLength)[Symbol.asyncIterator]()
+    const chunks: Uint8Array[] = []
+    const first = await reader.next()
+    assert.equal(first.done, false)
+    chunks.push(first.value as Uint8Array)
+    download.release()
+
+    // Other contents fill the store past its quota, while the reader still needs every piece.
+    for (let i = 0; i < 3; i++) {
+      const bytes = randomBytes(4 * MiB)
+      await parts.store.put(await cidOfBytes(bytes), bytes)
+    }
+    for (let step = await reader.next(); step.done !== true; step = await reader.next()) chunks.push(step.value)
+    const read = Buffer.concat(chunks)
+    assert.equal(read.byteLength, seed.body.byteLength)
+    assert.ok(read.equals(seed.body), 'the bytes read differ from the content')
   })
 
   it('no end-game copies from quick holders', async () => {

@@ -77,6 +77,9 @@ describe('request targets', () => {
     const signed = resolveMirrorTarget('/v2/app/blobs/uploads/x?flag&a=%7E~&b=x%20y&ns=docker.io&c=1', options)
     assert.ok(!isTargetError(signed))
     assert.equal(signed.upstreamUrl.search, '?flag&a=%7E~&b=x%20y&c=1')
+    const gaps = resolveMirrorTarget('/v2/app/blobs/uploads/x?a=1&&b=2&', options)
+    assert.ok(!isTargetError(gaps))
+    assert.equal(gaps.upstreamUrl.search, '?a=1&&b=2&')
 
     const other = resolveMirrorTarget('/v2/app/manifests/v1?ns=mirror.local:5000', options)
     assert.ok(!isTargetError(other))
@@ -146,6 +149,7 @@ describe('proxy options', () => {
 
   it('logs URLs without query strings or passwords', () => {
     assert.equal(withoutQuery('http://alice:s3cret@registry.example/v2/?x=1'), 'http://registry.example/v2/')
+    assert.equal(withoutQuery('http://user@corp:pass@word@registry.example/v2/'), 'http://registry.example/v2/')
     assert.equal(withoutQuery('/v2/app/blobs/sha256:x?X-Amz-Signature=abc'), '/v2/app/blobs/sha256:x')
     assert.equal(withoutQuery('/v2/user@example/blobs/x'), '/v2/user@example/blobs/x')
   })
@@ -163,7 +167,10 @@ describe('proxy options', () => {
     const options = resolveProxyOptions({ registry: 'https://registry.example.com', registries: [{ host: 'docker.io', url: 'https://registry-1.docker.io' }] })
     assert.equal(trustedForSwarm('forward', new URL('https://registry.example.com/v2/a/blobs/x'), options), true)
     assert.equal(trustedForSwarm('forward', new URL('https://registry-1.docker.io/v2/a/blobs/x'), options), true)
+    assert.equal(trustedForSwarm('forward', new URL('https://registry.example.com:443/v2/a/blobs/x'), options), true)
     assert.equal(trustedForSwarm('forward', new URL('https://registry.example.com:8443/v2/a/blobs/x'), options), false)
+    assert.equal(trustedForSwarm('forward', new URL('http://registry.example.com/v2/a/blobs/x'), options), false)
+    assert.equal(trustedForSwarm('forward', new URL('https://docker.io/v2/a/blobs/x'), options), false)
     assert.equal(trustedForSwarm('forward', new URL('http://attacker.example/v2/a/blobs/x'), options), false)
     assert.equal(trustedForSwarm('mirror', new URL('https://registry.example.com/v2/a/blobs/x'), options), true)
     assert.equal(trustedForSwarm('intercept', new URL('https://other.example/v2/a/blobs/x'), options), true)

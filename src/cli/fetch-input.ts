@@ -11,10 +11,10 @@ import { isReservedHeader } from '../origin/headers.ts'
 /** Characters of an HTTP field name (RFC 9110 section 5.6.2, token). */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
-/** Throws UsageError unless `value` is `sha256:` and 64 lowercase hex characters. */
+/** Throws UsageError, naming --digest, unless `value` is `sha256:` and 64 lowercase hex characters. */
 export function checkDigest (value: string): void {
   if (!isDigest(value)) {
-    throw new UsageError(`invalid digest "${value}": expected sha256: followed by 64 lowercase hex characters`)
+    throw new UsageError(`invalid --digest "${value}": expected sha256: followed by 64 lowercase hex characters`)
   }
 }
 

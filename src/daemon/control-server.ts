@@ -2,6 +2,7 @@
  * Serves the control socket of a host daemon, so that `dfnode fetch` on the
  * same host downloads through the daemon's node and store.
  */
+import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { chmod, rm } from 'node:fs/promises'
 import { DfnodeError, UsageError } from '../errors.ts'
@@ -62,7 +63,8 @@ export class ControlServer {
 
       // 3. Stream the content in order, then the outcome as a trailer.
       for await (const chunk of this.engine.readRange(download, 0, layout.size, controller.signal)) {
-        if (!res.write(chunk)) await new Promise(resolve => res.once('drain', resolve))
+        // A client that goes away never drains its socket: the signal ends the wait and the read.
+        if (!res.write(chunk)) await once(res, 'drain', { signal: controller.signal })
       }
       await download.done
       const result: ControlFetchResult = {

@@ -27,7 +27,8 @@ export interface RequestRecord {
 export function withoutQuery (url: string): string {
   const end = url.search(/[?#]/)
   const path = end >= 0 ? url.slice(0, end) : url
-  return path.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1')
+  // Up to the last @ of the authority, since a password may contain one.
+  return path.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/]*@/i, '$1')
 }
 
 /** Creates the record of a request and writes its log line when the response closes. */

@@ -129,8 +129,8 @@ export function resolveMirrorTarget (rawUrl: string, options: ProxyOptions): Req
  * byte for byte, since a signed query may be checked as it was sent.
  */
 function withoutParameter (query: string, name: string): string {
-  const remaining = query.replace(/^\?/, '').split('&').filter(part => {
-    if (part === '') return false
+  if (query === '') return ''
+  const remaining = query.slice(1).split('&').filter(part => {
     const key = part.split('=')[0] ?? ''
     try {
       return decodeURIComponent(key.replaceAll('+', ' ')) !== name

@@ -1,6 +1,6 @@
 /**
  * Routing of blob GETs: the configured rules in order, first match wins.
- * Without a match, a blob GET goes through the swarm when its host is trusted
+ * Without a match, a blob GET goes through the swarm when its origin is trusted
  * (see `trustedForSwarm`), and straight to the upstream otherwise.
  */
 import type { ProxyOptions, Route, RouteRule } from './options.ts'
@@ -16,13 +16,14 @@ export function routeOf (url: URL, rules: readonly RouteRule[], trusted = true):
 }
 
 /**
- * Tells whether the host of a blob GET may decide the access check for blobs in the swarm. The
- * check asks that host whether the client may read the blob, and a blob in the swarm may have come
- * from another client's pull. In forward mode the client names the host, and a host of its own
- * would allow every digest, so only configured registries count there. Mirror requests go to a
- * configured registry, and intercepted ones to a host the operator chose to intercept.
+ * Tells whether the origin of a blob GET may decide the access check for blobs in the swarm. The
+ * check asks that origin whether the client may read the blob, and a blob in the swarm may have
+ * come from another client's pull. In forward mode the client names the host, and a server of its
+ * own would allow every digest. So only the origins (scheme, host and port) of configured
+ * registries count there, because another port of a registry's host may be another server.
+ * Mirror requests go to a configured registry, and intercepted ones to a host the operator chose.
  */
 export function trustedForSwarm (mode: RequestMode, url: URL, options: Pick<ProxyOptions, 'registries'>): boolean {
   if (mode !== 'forward') return true
-  return options.registries.some(registry => registry.url.host === url.host || registry.host === url.host)
+  return options.registries.some(registry => registry.url.origin === url.origin)
 }

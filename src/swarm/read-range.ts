@@ -5,17 +5,16 @@
 import { pieceAt, pieceLength, pieceOffset } from '../content/pieces.ts'
 import { StorageError } from '../errors.ts'
 import type { PieceStore } from '../store/piece-store.ts'
-import type { Download } from './download.ts'
+import type { Download, DownloadLayout } from './download.ts'
 
 /** Bytes read from the store at a time, so memory stays at one part per reader. */
 const READ_PART_BYTES = 1024 * 1024
 
 /**
  * Yields bytes [start, end) of a content in order, as verified pieces arrive.
- * A piece matches its CID when it arrives, but the piece CIDs may come from an
- * untrusted manifest: only the content hash proves them. So the last part waits
- * until the whole content is verified, and a reader never gets a range that ends
- * normally with bytes that fail the content hash.
+ * A piece matches its CID when it arrives, but CIDs from a peer's manifest are
+ * proven only by the content hash. So the last part waits for `Download.verified`,
+ * and a reader never gets a range that ends normally with bytes that fail it.
  */
 export async function * readRange (download: Download, store: PieceStore, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const layout = await download.ready(signal)
@@ -23,6 +22,16 @@ export async function * readRange (download: Download, store: PieceStore, start:
     await download.verified(signal)
     return
   }
+  const unhold = download.hold()
+  try {
+    yield * readPieces(download, store, layout, start, end, signal)
+  } finally {
+    unhold()
+  }
+}
+
+/** Yields bytes [start, end) from the pieces that contain them; `start` is below `end`. */
+async function * readPieces (download: Download, store: PieceStore, layout: DownloadLayout, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const first = pieceAt(start, layout.pieceSize)
   const last = pieceAt(end - 1, layout.pieceSize)
   for (let index = first; index <= last; index++) {
