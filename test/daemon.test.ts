@@ -27,6 +27,17 @@ describe('fetch through the host daemon', () => {
     base = await origin.start()
   })
 
+  /** Starts a supernode and a host daemon (`dfnode proxy`) with its own data dir, and returns that dir. */
+  const startDaemon = async (name: string): Promise<string> => {
+    const supernode = await startSupernodeProcess(join(dir, `supernode-${name}`))
+    processes.push(supernode.process)
+    const hostDir = join(dir, `host-${name}`)
+    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
+    processes.push(daemon)
+    await daemon.line(line => line.startsWith('http://'), 30_000)
+    return hostDir
+  }
+
   after(async () => {
     await Promise.all(processes.map(async child => await child.stop()))
     await origin.stop()
@@ -36,12 +47,7 @@ describe('fetch through the host daemon', () => {
   it('uses the control socket', async () => {
     const body = randomBytes(6 * 1024 * 1024)
     origin.files.set('/via-daemon.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
-    processes.push(supernode.process)
-    const hostDir = join(dir, 'host')
-    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
-    processes.push(daemon)
-    await daemon.line(line => line.startsWith('http://'), 30_000)
+    const hostDir = await startDaemon('1')
     assert.ok(existsSync(join(hostDir, 'dfnode.sock')))
 
     const fetchOnce = async (output: string, flags: string[] = ['--verbose'], env: NodeJS.ProcessEnv = {}): Promise<{ summary: FetchSummary, child: DfnodeProcess }> => {
@@ -78,12 +84,7 @@ describe('fetch through the host daemon', () => {
   it('ends a read for a client that left', async () => {
     const body = randomBytes(32 * 1024 * 1024)
     origin.files.set('/left.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'supernode-3'))
-    processes.push(supernode.process)
-    const hostDir = join(dir, 'host-3')
-    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
-    processes.push(daemon)
-    await daemon.line(line => line.startsWith('http://'), 30_000)
+    const hostDir = await startDaemon('3')
 
     // A client reads the first bytes, stops reading until the daemon's writes wait for the socket
     // to drain, then closes the connection.
@@ -109,12 +110,7 @@ describe('fetch through the host daemon', () => {
   })
 
   it('reports daemon errors with their code', async () => {
-    const supernode = await startSupernodeProcess(join(dir, 'supernode-2'))
-    processes.push(supernode.process)
-    const hostDir = join(dir, 'host-2')
-    const daemon = new DfnodeProcess(['proxy', '--port', '0', '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', hostDir])
-    processes.push(daemon)
-    await daemon.line(line => line.startsWith('http://'), 30_000)
+    const hostDir = await startDaemon('2')
 
     const child = new DfnodeProcess(['fetch', `${base}/missing.bin`, '-o', join(dir, 'missing.out'), '--data-dir', hostDir])
     processes.push(child)
