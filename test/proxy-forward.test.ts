@@ -10,7 +10,9 @@ import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
-import { connect, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
+import { connect, type AddressInfo, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateCa } from '../src/cli/gen-ca.ts'
@@ -196,6 +198,58 @@ describe('proxy HTTPS interception with curl', () => {
       // A client that does not trust the proxy's CA refuses the interception.
       const untrusted = await curl(work, ['-x', proxy.url, url])
       assert.notEqual(untrusted.code, 0)
+    } finally {
+      await proxy.stop()
+    }
+  })
+
+  it('times out slow intercepted clients', async () => {
+    const proxy = await TestProxy.start({ hijackHttps: true, caCert: proxyCa.cert, caKey: proxyCa.key, hijack: [{ host: '^127\\.0\\.0\\.1:', ca: registryCaFile }], headersTimeoutMs: 1000 })
+    try {
+      const { port } = proxy.server.address
+      const tunnel = async (): Promise<Socket> => {
+        const socket = connect(port, '127.0.0.1')
+        socket.write(`CONNECT ${registry.host} HTTP/1.1\r\nHost: ${registry.host}\r\n\r\n`)
+        const [reply] = await once(socket, 'data') as [Buffer]
+        assert.match(reply.toString(), /^HTTP\/1\.1 200 /)
+        return socket
+      }
+      const closedWithin = async (socket: Socket, ms: number): Promise<boolean> => {
+        if (socket.destroyed) return true
+        const timer = setTimeout(() => { socket.emit('timed-out') }, ms)
+        const [event] = await Promise.race([once(socket, 'close').then(() => ['close']), once(socket, 'timed-out').then(() => ['timed-out'])])
+        clearTimeout(timer)
+        return event === 'close'
+      }
+
+      // A client that never starts its TLS handshake is disconnected.
+      const silent = await tunnel()
+      silent.on('error', () => {})
+      assert.equal(await closedWithin(silent, 5000), true, 'a tunnel without a TLS handshake stayed open')
+
+      // A client that never finishes its request headers gets 408.
+      const raw = await tunnel()
+      const secure = tlsConnect({ socket: raw, ca: await readFile(proxyCa.cert, 'utf8'), servername: '127.0.0.1' })
+      await once(secure, 'secureConnect')
+      const received: Buffer[] = []
+      secure.on('data', (chunk: Buffer) => { received.push(chunk) })
+      secure.on('error', () => {})
+      secure.write(`GET /v2/ HTTP/1.1\r\nHost: ${registry.host}\r\n`)
+      assert.equal(await closedWithin(secure, 5000), true, 'a client with unfinished headers stayed connected')
+      assert.match(Buffer.concat(received).toString(), /^HTTP\/1\.1 408 /)
+
+      // A client whose handshake ended keeps its connection past the handshake time limit.
+      const kept = tlsConnect({ socket: await tunnel(), ca: await readFile(proxyCa.cert, 'utf8'), servername: '127.0.0.1' })
+      await once(kept, 'secureConnect')
+      const answers: Buffer[] = []
+      kept.on('data', (chunk: Buffer) => { answers.push(chunk) })
+      for (let i = 0; i < 3; i++) {
+        kept.write(`GET /v2/ HTTP/1.1\r\nHost: ${registry.host}\r\n\r\n`)
+        await new Promise(resolve => setTimeout(resolve, 700))
+      }
+      assert.equal(kept.destroyed, false)
+      assert.equal(Buffer.concat(answers).toString().match(/HTTP\/1\.1 200 /g)?.length, 3)
+      kept.destroy()
     } finally {
       await proxy.stop()
     }

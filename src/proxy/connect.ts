@@ -20,6 +20,8 @@ export interface ConnectContext {
   acceptIntercepted: (socket: TLSSocket, origin: string) => void
   /** Every socket a CONNECT opened, so that stop() can close them. */
   sockets: Set<Duplex>
+  /** Time an intercepted client gets to finish its TLS handshake, in milliseconds. */
+  handshakeTimeoutMs: number
 }
 
 /** Parses a CONNECT authority `host:port` or `[v6]:port`. */
@@ -66,8 +68,11 @@ export async function handleConnect (context: ConnectContext, req: IncomingMessa
     if (head.length > 0) client.unshift(head)
     const tls = new TLSSocket(client as Socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] })
     tls.on('error', err => { context.logger.debug({ err, authority }, 'intercepted TLS connection failed') })
+    const handshake = setTimeout(() => { tls.destroy(new Error(`TLS handshake with the client of ${authority} timed out`)) }, context.handshakeTimeoutMs)
+    tls.once('secure', () => { clearTimeout(handshake) })
     context.sockets.add(tls)
     tls.once('close', () => {
+      clearTimeout(handshake)
       context.sockets.delete(tls)
       log(200, 'intercept', 0)
     })

@@ -61,7 +61,10 @@ export interface ProxyOptionsInput {
   authCacheTtlMs?: number
   /** Maximum size of a request's header block in bytes; larger requests get 431. Default 16384. */
   maxHeaderSize?: number
-  /** Time allowed for the upstream's response headers, in milliseconds; default 60000. */
+  /**
+   * Time allowed for a client's request headers (and TLS handshake, when intercepted) and for the
+   * upstream's response headers, in milliseconds; default 60000.
+   */
   headersTimeoutMs?: number
   /** Time allowed between two chunks of an upstream body, in milliseconds; default 60000. */
   bodyTimeoutMs?: number

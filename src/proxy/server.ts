@@ -45,9 +45,15 @@ export class ProxyServer {
   constructor (components: ProxyComponents, options: ProxyOptions) {
     this.components = components
     this.options = options
-    const serverOptions = { maxHeaderSize: options.maxHeaderSize, requestTimeout: 0, headersTimeout: 60_000 }
+    // Node checks header timeouts every connectionsCheckingInterval ms, 30 s by default.
+    const serverOptions = { maxHeaderSize: options.maxHeaderSize, requestTimeout: 0, headersTimeout: options.headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(100, Math.floor(options.headersTimeoutMs / 4))) }
     this.server = createServer(serverOptions, (req, res) => { this.track(this.handle(req, res, undefined)) })
     this.interceptServer = createServer(serverOptions, (req, res) => { this.track(this.handle(req, res, this.interceptOrigins.get(req.socket))) })
+    // NOTE: Node (checked on 24.21) starts the header timeout checks of a server when it emits
+    // 'listening'. The intercept server takes its connections from CONNECT tunnels and never
+    // listens, so it emits the event itself. Otherwise a client inside a tunnel could hold its
+    // connection open by never finishing its headers.
+    this.interceptServer.emit('listening')
     for (const server of [this.server, this.interceptServer]) {
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.rejectMalformed(err, socket) })
     }
@@ -69,7 +75,8 @@ export class ProxyServer {
         this.interceptOrigins.set(socket, origin)
         this.interceptServer.emit('connection', socket)
       },
-      sockets: this.sockets
+      sockets: this.sockets,
+      handshakeTimeoutMs: this.options.headersTimeoutMs
     }
     if (this.certificates != null) connectContext.certificates = this.certificates
     this.server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -94,6 +101,8 @@ export class ProxyServer {
     const closed = new Promise<void>(resolve => { this.server.close(() => { resolve() }) })
     this.server.closeAllConnections()
     this.interceptServer.closeAllConnections()
+    // Ends the intercept server's header timeout checks; it never listened, so close reports an error.
+    this.interceptServer.close(() => {})
     for (const socket of this.sockets) socket.destroy()
     await closed
     await Promise.allSettled([...this.inFlight])
