@@ -339,6 +339,7 @@ describe('origin client: ranges', () => {
 
     assert.equal(response.start, 100)
     assert.equal(response.size, 100_000)
+    assert.equal(response.rangeIgnored, undefined)
     assert.deepEqual(await collect(response.body), expected(100, 200))
     assert.equal(origin.requests[0]?.headers.range, 'bytes=100-199')
     assert.equal(origin.served, 100)
@@ -366,6 +367,7 @@ describe('origin client: ranges', () => {
 
     assert.equal(response.start, 70_000)
     assert.equal(response.size, size)
+    assert.equal(response.rangeIgnored, true)
     assert.deepEqual(body, expected(70_000, 200_000))
     assert.equal(origin.requests.length, 1)
     assert.equal(origin.cutShort, 1, 'the client must abort the rest of the body')

@@ -51,6 +51,8 @@ export interface OriginResponse {
   contentType?: string
   /** Offset of the first byte that body yields (== range.start when a range was requested). */
   start: number
+  /** True when the origin answered a Range request with the content from byte 0, which the body skips up to the range. */
+  rangeIgnored?: boolean
   /**
    * Body bytes, exactly the requested range (or the whole content). Resumes transparently.
    * Iterate it once: to the end, or leave the loop early, or abort the request's signal.
@@ -134,6 +136,7 @@ export class OriginClient {
       body: bodyOnce(transfer, first)
     }
     if (transfer.size !== undefined) response.size = transfer.size
+    if (first.plan.skip > 0) response.rangeIgnored = true
     const contentType = single(first.exchange.headers['content-type'])
     if (contentType !== undefined) response.contentType = contentType
     return response

@@ -220,6 +220,9 @@ export class Download {
   private readers = 0
   private releaseRequested = false
   private originInflight = new Set<number>()
+  /** Set once the origin ignored a Range request: the rest then comes from one read in order (readOriginInOrder). */
+  private originInOrder = false
+  private originReading = false
   private expectedContent?: CID
   private seedLost = false
   private fullBackSource = false
@@ -297,7 +300,7 @@ export class Download {
   activeSources (): number {
     let active = 0
     for (const source of this.sources.values()) if (source.inflight.size > 0) active++
-    return active + (this.originInflight.size > 0 ? 1 : 0)
+    return active + (this.originInflight.size > 0 || this.originReading ? 1 : 0)
   }
 
   /** Peers other than supernodes that hold pieces and are not dropped. */
@@ -823,7 +826,7 @@ export class Download {
     if (endgameReached(this.layout.count - this.localCount - this.writing.size, this.requested, local)) this.wakeWhenOverdue(now, local)
 
     // Once no supernode is left, pieces that no holder offers come from the origin.
-    if (this.seedLost && this.init.backSource) {
+    if (this.seedLost && this.init.backSource && !this.originInOrder) {
       for (let index = 0; index < this.layout.count && this.originInflight.size < ORIGIN_REQUESTS; index++) {
         if (this.local[index] === true || this.originInflight.has(index) || (this.inflightCount[index] ?? 0) > 0) continue
         if (!this.offered(index, now)) this.requestOrigin(index)
@@ -984,7 +987,14 @@ export class Download {
       try {
         const start = pieceOffset(index, layout.pieceSize)
         const length = pieceLength(index, layout.size, layout.pieceSize)
-        const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, range: { start, end: start + length }, signal: this.controller.signal })
+        const request = new AbortController()
+        const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, range: { start, end: start + length }, signal: AbortSignal.any([this.controller.signal, request.signal]) })
+        if (response.rangeIgnored === true) {
+          // The body would carry the content from its start up to this piece, for every piece requested.
+          request.abort(new Error('the origin ignores Range'))
+          this.readOriginInOrder()
+          return
+        }
         const bytes = new Uint8Array(length)
         ownPiece(bytes)
         let filled = 0
@@ -1010,6 +1020,48 @@ export class Download {
         if (this.failure == null && !this.finished) this.fail(err as Error)
       } finally {
         this.originInflight.delete(index)
+        this.schedule()
+      }
+    })()
+  }
+
+  /**
+   * Reads the whole content from the origin once, in order, and stores each piece that no holder
+   * delivered first. Per-piece requests stop, since an origin that ignores Range would send the
+   * content from its start for each of them.
+   */
+  private readOriginInOrder (): void {
+    if (this.originInOrder) return
+    this.originInOrder = true
+    this.originReading = true
+    const layout = this.layout!
+    const url = stripQuery(this.init.url)
+    this.components.logger.info({ key: this.key.toString(), url }, 'origin ignores Range: reading the rest of the content in one pass')
+    void (async () => {
+      try {
+        const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
+        if (response.size !== layout.size) throw new OriginUnreachableError(`origin states a size of ${response.size ?? 'unknown'} bytes for ${url}, expected ${layout.size}: the content changed at the origin`)
+        for await (const piece of cutPieces(response.body, layout.pieceSize)) {
+          ownPiece(piece.bytes)
+          try {
+            if (this.local[piece.index] === true || this.writing.has(piece.index)) continue
+            const expected = this.cids[piece.index]
+            if (expected != null && !sameCid(expected, piece.cid)) {
+              throw new VerificationError(`origin bytes of piece ${piece.index} of ${url} hash to ${piece.cid.toString()}, expected ${expected.toString()}: the content changed at the origin`)
+            }
+            this.cids[piece.index] = piece.cid
+            await this.accept(piece.index, piece.bytes, 'origin')
+          } finally {
+            releasePiece(piece.bytes)
+          }
+          if (this.finished || this.failure != null) break
+        }
+      } catch (err) {
+        if (this.failure == null && !this.finished) this.fail(err as Error)
+      } finally {
+        // A piece skipped while a holder's copy was being written, which then failed, is requested again.
+        this.originReading = false
+        this.originInOrder = false
         this.schedule()
       }
     })()
