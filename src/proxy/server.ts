@@ -23,6 +23,9 @@ import { serveBlob } from './serve-blob.ts'
 import type { Upstream } from './upstream.ts'
 import { withPort } from './upstream-tls.ts'
 
+/** Time a rejected client gets to read the error response before its connection is destroyed, in ms. */
+const REJECTED_CLOSE_MS = 5000
+
 export interface ProxyComponents {
   logger: Logger
   /** Supplier of blob bytes: the swarm, or OriginBlobSource. */
@@ -183,6 +186,8 @@ export class ProxyServer {
       ? `request headers are larger than ${this.options.maxHeaderSize} bytes: send fewer or smaller headers, or raise maxHeaderSize in the --proxy-config file\n`
       : `malformed HTTP request (${err.code ?? err.message})\n`
     socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    // A client that never closes its side would keep the half-closed connection open.
+    setTimeout(() => { socket.destroy() }, REJECTED_CLOSE_MS).unref()
     this.components.logger.info({ method: undefined, url: undefined, route: 'proxy', status, bytes: Buffer.byteLength(body), reason: err.code }, 'request rejected')
   }
 

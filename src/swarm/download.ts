@@ -1040,31 +1040,40 @@ export class Download {
     void (async () => {
       try {
         const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
+        if (response.size == null) throw new OriginUnreachableError(`origin sent no Content-Length for ${url}`)
         if (response.size !== layout.size) throw new OriginUnreachableError(`origin states a size of ${response.size ?? 'unknown'} bytes for ${url}, expected ${layout.size}: the content changed at the origin`)
         for await (const piece of cutPieces(response.body, layout.pieceSize)) {
           ownPiece(piece.bytes)
           try {
-            if (this.local[piece.index] === true || this.writing.has(piece.index)) continue
-            const expected = this.cids[piece.index]
-            if (expected != null && !sameCid(expected, piece.cid)) {
-              throw new VerificationError(`origin bytes of piece ${piece.index} of ${url} hash to ${piece.cid.toString()}, expected ${expected.toString()}: the content changed at the origin`)
+            if (this.local[piece.index] !== true && !this.writing.has(piece.index)) {
+              const expected = this.cids[piece.index]
+              if (expected != null && !sameCid(expected, piece.cid)) {
+                throw new VerificationError(`origin bytes of piece ${piece.index} of ${url} hash to ${piece.cid.toString()}, expected ${expected.toString()}: the content changed at the origin`)
+              }
+              this.cids[piece.index] = piece.cid
+              await this.accept(piece.index, piece.bytes, 'origin')
             }
-            this.cids[piece.index] = piece.cid
-            await this.accept(piece.index, piece.bytes, 'origin')
           } finally {
             releasePiece(piece.bytes)
           }
-          if (this.finished || this.failure != null) break
+          if (this.finished || this.failure != null || !this.missingAfter(piece.index)) break
         }
       } catch (err) {
         if (this.failure == null && !this.finished) this.fail(err as Error)
       } finally {
-        // A piece skipped while a holder's copy was being written, which then failed, is requested again.
+        // The pass stored or saw being written every piece, so no per-piece request follows it.
         this.originReading = false
-        this.originInOrder = false
         this.schedule()
       }
     })()
+  }
+
+  /** Tells whether a piece after `index` is neither stored nor being written. */
+  private missingAfter (index: number): boolean {
+    for (let next = index + 1; next < this.layout!.count; next++) {
+      if (this.local[next] !== true && !this.writing.has(next)) return true
+    }
+    return false
   }
 
   /** Stores a verified piece, announces it and wakes readers. */
