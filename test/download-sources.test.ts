@@ -285,8 +285,8 @@ describe('download sources', () => {
     const claimedBytes = randomBytes(seed.body.byteLength)
     const digest = `sha256:${createHash('sha256').update(claimedBytes).digest('hex')}`
     const claimed = digestToCid(digest)
-    const real = holder.records.get(seed.key)!
-    await holder.records.set({ ...real, key: claimed, content: claimed })
+    const heldRecord = holder.records.get(seed.key)!
+    await holder.records.set({ ...heldRecord, key: claimed, content: claimed })
 
     const parts = await peerParts()
     await parts.node.peerStore.merge(holder.node.peerId, { multiaddrs: holder.node.getMultiaddrs() })

@@ -94,9 +94,9 @@ describe('faults', () => {
     origin.files.set('/half.bin', { body, ignoreRange: true })
 
     const summaries = await Promise.all(peers.map(async peer => await peer.json<FetchSummary>(120_000)))
-    // After the first piece request that the origin answered from byte 0, each peer read the rest in
-    // one pass instead of one per piece. The bound leaves room for what the origin wrote into the
-    // aborted piece requests: one pass per piece took 1.9 GB here, one pass per peer 125 MB.
+    // Once the origin sends byte 0 onwards for a piece request, each peer reads the content in one
+    // pass instead of once per piece. The bound leaves room for the bytes the origin wrote into the
+    // aborted piece requests. One read per piece took 1.9 GB in this test, one pass per peer 125 MB.
     const servedAfterKill = (origin.served.get('/half.bin') ?? 0) - servedBeforeKill
     assert.ok(servedAfterKill <= 2 * peers.length * body.byteLength, `the origin served ${servedAfterKill} bytes to the peers`)
     for (const [index, summary] of summaries.entries()) {

@@ -239,17 +239,17 @@ describe('proxy HTTPS interception with curl', () => {
       assert.match(Buffer.concat(received).toString(), /^HTTP\/1\.1 408 /)
 
       // A client whose handshake ended keeps its connection past the handshake time limit.
-      const kept = tlsConnect({ socket: await tunnel(), ca: await readFile(proxyCa.cert, 'utf8'), servername: '127.0.0.1' })
-      await once(kept, 'secureConnect')
-      const answers: Buffer[] = []
-      kept.on('data', (chunk: Buffer) => { answers.push(chunk) })
+      const keepAlive = tlsConnect({ socket: await tunnel(), ca: await readFile(proxyCa.cert, 'utf8'), servername: '127.0.0.1' })
+      await once(keepAlive, 'secureConnect')
+      const responses: Buffer[] = []
+      keepAlive.on('data', (chunk: Buffer) => { responses.push(chunk) })
       for (let i = 0; i < 3; i++) {
-        kept.write(`GET /v2/ HTTP/1.1\r\nHost: ${registry.host}\r\n\r\n`)
+        keepAlive.write(`GET /v2/ HTTP/1.1\r\nHost: ${registry.host}\r\n\r\n`)
         await new Promise(resolve => setTimeout(resolve, 700))
       }
-      assert.equal(kept.destroyed, false)
-      assert.equal(Buffer.concat(answers).toString().match(/HTTP\/1\.1 200 /g)?.length, 3)
-      kept.destroy()
+      assert.equal(keepAlive.destroyed, false)
+      assert.equal(Buffer.concat(responses).toString().match(/HTTP\/1\.1 200 /g)?.length, 3)
+      keepAlive.destroy()
     } finally {
       await proxy.stop()
     }

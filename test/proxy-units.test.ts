@@ -74,12 +74,11 @@ describe('request targets', () => {
     assert.equal(target.blob?.digest, `sha256:${HEX}`)
 
     // Other parameters reach the registry as the client sent them.
-    const signed = resolveMirrorTarget('/v2/app/blobs/uploads/x?flag&a=%7E~&b=x%20y&ns=docker.io&c=1', options)
-    assert.ok(!isTargetError(signed))
-    assert.equal(signed.upstreamUrl.search, '?flag&a=%7E~&b=x%20y&c=1')
-    const gaps = resolveMirrorTarget('/v2/app/blobs/uploads/x?a=1&&b=2&', options)
-    assert.ok(!isTargetError(gaps))
-    assert.equal(gaps.upstreamUrl.search, '?a=1&&b=2&')
+    for (const [query, search] of [['?flag&a=%7E~&b=x%20y&ns=docker.io&c=1', '?flag&a=%7E~&b=x%20y&c=1'], ['?a=1&&b=2&', '?a=1&&b=2&']] as const) {
+      const target = resolveMirrorTarget(`/v2/app/blobs/uploads/x${query}`, options)
+      assert.ok(!isTargetError(target), query)
+      assert.equal(target.upstreamUrl.search, search)
+    }
 
     const other = resolveMirrorTarget('/v2/app/manifests/v1?ns=mirror.local:5000', options)
     assert.ok(!isTargetError(other))

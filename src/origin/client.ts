@@ -51,7 +51,7 @@ export interface OriginResponse {
   contentType?: string
   /** Offset of the first byte that body yields (== range.start when a range was requested). */
   start: number
-  /** True when the origin answered a Range request past byte 0 with the content from byte 0, which the body skips up to the range. */
+  /** True when the origin ignored a Range request past byte 0 and sent the content from byte 0; the body skips up to the range. */
   rangeIgnored?: boolean
   /**
    * Body bytes, exactly the requested range (or the whole content). Resumes transparently.

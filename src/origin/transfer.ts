@@ -83,8 +83,8 @@ export class Transfer {
     const requested: ByteRange = range?.end === undefined ? { start: offset } : { start: offset, end: range.end }
     const rangeSent = range !== undefined || offset > 0
     let headers = rangeSent ? withRange(this.#options.headers, requested) : this.#options.headers
-    // A resumed request asks for the rest of the same version only: an origin whose content
-    // changed answers with all of the new one, which #plan then refuses.
+    // A resumed request is for the rest of the same version only. An origin whose content
+    // changed then sends all of the new one, which #checkVersion rejects.
     const etag = this.#validators?.etag
     if (etag !== undefined && rangeSent && !etag.startsWith('W/')) headers = { ...headers, 'if-range': etag }
 

@@ -17,7 +17,7 @@ export function routeOf (url: URL, rules: readonly RouteRule[], trusted = true):
 
 /**
  * Tells whether the origin of a blob GET may decide the access check for blobs in the swarm. The
- * check asks that origin whether the client may read the blob, and a blob in the swarm may have
+ * check sends that origin a request on the client's behalf, and a blob in the swarm may have
  * come from another client's pull. In forward mode the client names the host, and a server of its
  * own would allow every digest. So only the origins (scheme, host and port) of configured
  * registries count there, because another port of a registry's host may be another server.

@@ -1041,7 +1041,7 @@ export class Download {
       try {
         const response = await this.components.origin.open({ url: this.init.url, headers: this.init.headers, signal: this.controller.signal })
         if (response.size == null) throw new OriginUnreachableError(`origin sent no Content-Length for ${url}`)
-        if (response.size !== layout.size) throw new OriginUnreachableError(`origin states a size of ${response.size ?? 'unknown'} bytes for ${url}, expected ${layout.size}: the content changed at the origin`)
+        if (response.size !== layout.size) throw new OriginUnreachableError(`origin states a size of ${response.size} bytes for ${url}, expected ${layout.size}: the content changed at the origin`)
         for await (const piece of cutPieces(response.body, layout.pieceSize)) {
           ownPiece(piece.bytes)
           try {

@@ -39,7 +39,7 @@ async function * readPieces (download: Download, store: PieceStore, layout: Down
     await download.waitPiece(index, signal)
     const cid = download.cidOf(index)
     const piece = cid != null ? await store.openForUpload(cid, signal != null ? { signal } : {}) : undefined
-    if (piece == null) throw new StorageError(`piece ${index} of ${download.key.toString()} is missing from the store`)
+    if (piece == null) throw new StorageError(`piece ${index} of ${download.key.toString()} is missing from the store: another process may have removed it from the data dir; request the content again`)
     try {
       const offset = pieceOffset(index, layout.pieceSize)
       const from = Math.max(start, offset) - offset
