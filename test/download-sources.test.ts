@@ -317,12 +317,13 @@ describe('download sources', () => {
     download.start()
     await download.done
 
-    // A reader reads its first part, then the download ends as the engine ends it.
+    // A reader reads its first part, then the download ends as the engine ends it. A part is
+    // valid until the next one is read, so the test keeps copies.
     const reader = readRange(download, parts.store, 0, seed.body.byteLength)[Symbol.asyncIterator]()
     const chunks: Uint8Array[] = []
     const first = await reader.next()
     assert.equal(first.done, false)
-    chunks.push(first.value as Uint8Array)
+    chunks.push(Buffer.from(first.value as Uint8Array))
     download.release()
 
     // Other contents fill the store past its quota, while the reader still needs every piece.
@@ -330,7 +331,7 @@ describe('download sources', () => {
       const bytes = randomBytes(4 * MiB)
       await parts.store.put(await cidOfBytes(bytes), bytes)
     }
-    for (let step = await reader.next(); step.done !== true; step = await reader.next()) chunks.push(step.value)
+    for (let step = await reader.next(); step.done !== true; step = await reader.next()) chunks.push(Buffer.from(step.value))
     const read = Buffer.concat(chunks)
     assert.equal(read.byteLength, seed.body.byteLength)
     assert.ok(read.equals(seed.body), 'the bytes read differ from the content')

@@ -6,11 +6,13 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { readdir, readFile, mkdtemp, rm } from 'node:fs/promises'
 import { get as httpGet } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { VerificationError } from '../src/errors.ts'
 import type { BlobHandle, BlobSource } from '../src/proxy/blob-source.ts'
@@ -341,6 +343,46 @@ describe('proxy upstream failures', () => {
       assert.equal(sha256(response.body), layer.digest)
       const log = await registry.accessLog()
       assert.ok(log.some(entry => entry.method === 'GET' && entry.status === 206 && entry.bytes === bytes.length - cut))
+    } finally {
+      await proxy.stop()
+    }
+  })
+
+  it('client reset is no source failure', async () => {
+    const layer = image.layers[0]!
+    // A source of 64 MiB in 1 MiB parts, so that a write is pending when the client resets.
+    const part = Buffer.alloc(1024 * 1024, 7)
+    const large: BlobSource = {
+      open: async (): Promise<BlobHandle> => ({
+        size: 64 * part.length,
+        read: async function * (start: number, end: number) {
+          for (let at = start; at < end; at += part.length) yield part.subarray(0, Math.min(part.length, end - at))
+        },
+        close () {}
+      })
+    }
+    const proxy = await TestProxy.start({ registry: registry.url, blobSource: () => large })
+    try {
+      const before = (await registry.accessLog()).filter(entry => entry.status === 206).length
+      const { port } = new URL(proxy.url)
+      const socket = connect(Number(port), '127.0.0.1')
+      await once(socket, 'connect')
+      socket.write(`GET /v2/${repo}/blobs/${layer.digest} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)
+      await once(socket, 'data')
+      // The client stops reading, the socket buffers fill, then it resets the connection.
+      socket.pause()
+      await sleep(200)
+      socket.resetAndDestroy()
+      // The access-log line is written when the response closes.
+      for (let i = 0; i < 100 && proxy.requests().length === 0; i++) await sleep(50)
+      assert.equal(proxy.requests().length, 1, 'the reset request was logged')
+      await sleep(200)
+
+      assert.equal(proxy.lines.filter(line => /resuming from the upstream/.test(line.msg)).length, 0, 'the proxy took the reset for a failed source')
+      assert.equal((await registry.accessLog()).filter(entry => entry.status === 206).length, before, 'the registry got a Range request')
+      const response = await getBytes(`${proxy.url}/v2/${repo}/blobs/${layer.digest}`)
+      assert.equal(response.status, 200, 'the proxy still serves')
+      assert.equal(response.body.length, 64 * part.length)
     } finally {
       await proxy.stop()
     }

@@ -2,13 +2,13 @@
  * Serves the control socket of a host daemon, so that `dfnode fetch` on the
  * same host downloads through the daemon's node and store.
  */
-import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { chmod, rm } from 'node:fs/promises'
 import { DfnodeError, UsageError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Engine } from '../swarm/engine.ts'
 import { stripQuery } from '../supernode/seed-task.ts'
+import { writeChunk } from '../write-chunk.ts'
 import { RESULT_TRAILER, SIZE_HEADER, type ControlError, type ControlFetchRequest, type ControlFetchResult } from './control-protocol.ts'
 
 /** Largest request body accepted, in bytes. */
@@ -63,8 +63,9 @@ export class ControlServer {
 
       // 3. Stream the content in order, then the outcome as a trailer.
       for await (const chunk of this.engine.readRange(download, 0, layout.size, controller.signal)) {
-        // A client that goes away never drains its socket: the signal ends the wait and the read.
-        if (!res.write(chunk)) await once(res, 'drain', { signal: controller.signal })
+        // The reader reuses the chunk's buffer. A client that goes away never completes a
+        // write: the signal ends the wait and the read.
+        await writeChunk(res, chunk, controller.signal)
       }
       await download.done
       const result: ControlFetchResult = {

@@ -23,6 +23,8 @@ export interface BlobHandle {
   /**
    * Yields bytes [start, end) in order as verified pieces arrive; resumes from
    * other sources on its own. Throws VerificationError when bytes fail their hash.
+   * A chunk is valid only until the next one is asked for, since a source may read
+   * every chunk into one buffer.
    */
   read (start: number, end: number, signal?: AbortSignal): AsyncIterable<Uint8Array>
   close (): void

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { once } from 'node:events'
 import { VerificationError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import { writeChunk } from '../write-chunk.ts'
 import type { RequestRecord } from './access-log.ts'
 import type { AuthorizationCheck } from './auth-check.ts'
 import type { BlobHandle, BlobSource } from './blob-source.ts'
@@ -139,23 +140,38 @@ async function sendBody (context: ServeBlobContext, req: IncomingMessage, res: S
   if (partial) responseHeaders['content-range'] = `bytes ${start}-${end - 1}/${handle.size}`
   res.writeHead(partial ? 206 : 200, responseHeaders)
 
-  // 7. Stream the body in order; resume from the upstream if the blob source fails.
+  // 7. Stream the body in order; resume from the upstream if the blob source fails. Each write
+  //    waits until the socket is done with the chunk, whose buffer the source reuses.
   let offset = start
+  // A failed write means the client is gone, not that the blob source failed.
+  let clientGone = false
+  const send = async (chunk: Uint8Array): Promise<void> => {
+    try {
+      await writeChunk(res, chunk, signal)
+    } catch (err) {
+      clientGone = true
+      throw err
+    }
+  }
   try {
     if (first != null) {
-      await write(res, first, signal)
+      await send(first)
       offset += first.length
       record.bytes += first.length
     }
     while (offset < end) {
       const step = await iterator.next()
       if (step.done === true) break
-      await write(res, step.value, signal)
+      await send(step.value)
       offset += step.value.length
       record.bytes += step.value.length
     }
   } catch (err) {
     if (signal.aborted) return
+    if (clientGone) {
+      res.destroy()
+      return
+    }
     if (err instanceof VerificationError) {
       context.logger.error({ err, ...where, offset }, 'blob failed verification, closing the response')
       res.destroy()
@@ -196,7 +212,9 @@ async function resumeFromUpstream (context: ServeBlobContext, res: ServerRespons
     for await (const chunk of response.body) {
       const bytes = chunk as Buffer
       const wanted = Math.min(bytes.length, end - position)
-      await write(res, wanted === bytes.length ? bytes : bytes.subarray(0, wanted), signal)
+      // Each chunk from the upstream is a buffer of its own, so a full send buffer is enough to wait for.
+      const part = wanted === bytes.length ? bytes : bytes.subarray(0, wanted)
+      if (!res.write(part)) await once(res, 'drain', { signal })
       position += wanted
       record.bytes += wanted
       if (position >= end) break
@@ -212,8 +230,4 @@ async function resumeFromUpstream (context: ServeBlobContext, res: ServerRespons
     context.logger.error({ err, ...where }, 'resume from the upstream failed, closing the response')
     res.destroy()
   }
-}
-
-async function write (res: ServerResponse, chunk: Uint8Array, signal: AbortSignal): Promise<void> {
-  if (!res.write(chunk)) await once(res, 'drain', { signal })
 }

@@ -7,8 +7,11 @@ import { VerificationError } from '../errors.ts'
 /** A piece opened for sending: its size and its bytes by range. */
 export interface PieceReader {
   readonly size: number
-  /** Reads `length` bytes from `offset`. The range must lie within the piece. */
-  read: (offset: number, length: number) => Promise<Uint8Array>
+  /**
+   * Reads `length` bytes from `offset`. The range must lie within the piece. A reader of a file
+   * reads into `into` when it is given and holds `length` bytes, and returns a view of it.
+   */
+  read: (offset: number, length: number, into?: Uint8Array) => Promise<Uint8Array>
   /** Releases the file and the pin. Calling it again does nothing. */
   close: () => Promise<void>
 }
@@ -32,8 +35,8 @@ export function fileReader (handle: FileHandle, size: number, release: () => voi
   let open = true
   return {
     size,
-    read: async (offset, length) => {
-      const buffer = Buffer.allocUnsafe(length)
+    read: async (offset, length, into) => {
+      const buffer = into != null && into.byteLength >= length ? into : Buffer.allocUnsafe(length)
       let filled = 0
       while (filled < length) {
         const { bytesRead } = await handle.read(buffer, filled, length - filled, start + offset + filled)

@@ -13,6 +13,12 @@ export interface WriteHooks {
   stop?: () => boolean
 }
 
+/**
+ * Reads `length` bytes of a piece from `offset`. A channel that is done with each frame when
+ * sending it ends passes `into`, a buffer it reuses for the next frame, to read into.
+ */
+export type ReadPart = (offset: number, length: number, into?: Uint8Array) => Promise<Uint8Array>
+
 export interface PieceChannel {
   /** Reads the next control frame; resolves undefined when the remote closed cleanly between frames. */
   read: () => Promise<Uint8Array | undefined>
@@ -23,7 +29,7 @@ export interface PieceChannel {
    * `readPart` just before it is sent, after `beforeChunk` resolves. When `stop` returns true
    * before a frame, an empty data frame ends the bytes early. Returns the bytes written.
    */
-  writeParts: (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks?: WriteHooks) => Promise<number>
+  writeParts: (length: number, readPart: ReadPart, hooks?: WriteHooks) => Promise<number>
   /**
    * Reads exactly `length` bytes sent with writeParts into one buffer, or returns undefined
    * when the sender ended them early with an empty data frame. `onChunk` gets each data
@@ -36,9 +42,10 @@ export interface PieceChannel {
 
 /**
  * Writes `length` bytes as data frames of at most CHUNK_BYTES each with `sendFrame`, the
- * loop behind every channel's writeParts. Returns the bytes written.
+ * loop behind every channel's writeParts. Returns the bytes written. With `into`, every frame
+ * is read into that buffer, so `sendFrame` must be done with a frame when it resolves.
  */
-export async function writeDataFrames (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks, sendFrame: (frame: Uint8Array) => Promise<void>): Promise<number> {
+export async function writeDataFrames (length: number, readPart: ReadPart, hooks: WriteHooks, sendFrame: (frame: Uint8Array) => Promise<void>, into?: Uint8Array): Promise<number> {
   for (let offset = 0; offset < length; offset += CHUNK_BYTES) {
     if (hooks.stop?.() === true) {
       await sendFrame(new Uint8Array(0))
@@ -46,7 +53,7 @@ export async function writeDataFrames (length: number, readPart: (offset: number
     }
     const size = Math.min(CHUNK_BYTES, length - offset)
     await hooks.beforeChunk?.(size)
-    await sendFrame(await readPart(offset, size))
+    await sendFrame(await readPart(offset, size, into))
   }
   return length
 }

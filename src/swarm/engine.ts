@@ -209,7 +209,7 @@ export class Engine {
     download.release()
   }
 
-  /** Yields bytes [start, end) of a content in order, as verified pieces arrive (see readRange). */
+  /** Yields bytes [start, end) of a content in order, as verified pieces arrive; each part is valid until the next (see readRange). */
   readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     return readRange(download, this.store, start, end, signal)
   }

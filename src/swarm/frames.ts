@@ -4,7 +4,7 @@
  */
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
-import { writeDataFrames, type PieceChannel, type WriteHooks } from './channel.ts'
+import { writeDataFrames, type PieceChannel, type ReadPart, type WriteHooks } from './channel.ts'
 import { MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 
 /** Read buffer allowed per stream: pipelined pieces are bounded by the callers to well below it. */
@@ -45,7 +45,7 @@ export class FramedStream implements PieceChannel {
    * `readPart` just before it is sent, after `beforeChunk` resolves. When `stop` returns true
    * before a frame, an empty data frame ends the bytes early. Returns the bytes written.
    */
-  async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks = {}, options?: AbortOptions): Promise<number> {
+  async writeParts (length: number, readPart: ReadPart, hooks: WriteHooks = {}, options?: AbortOptions): Promise<number> {
     return await writeDataFrames(length, readPart, hooks, async (frame) => { await this.lp.write(frame, options) })
   }
 

@@ -15,6 +15,9 @@ const READ_PART_BYTES = 1024 * 1024
  * A piece matches its CID when it arrives, but CIDs from a peer's manifest are
  * proven only by the content hash. So the last part waits for `Download.verified`,
  * and a reader never gets a range that ends normally with bytes that fail it.
+ *
+ * Parts read from disk share one buffer: a part is valid only until the next one is asked
+ * for. A consumer that writes a part to a socket waits for the write's callback first.
  */
 export async function * readRange (download: Download, store: PieceStore, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const layout = await download.ready(signal)
@@ -34,6 +37,8 @@ export async function * readRange (download: Download, store: PieceStore, start:
 async function * readPieces (download: Download, store: PieceStore, layout: DownloadLayout, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const first = pieceAt(start, layout.pieceSize)
   const last = pieceAt(end - 1, layout.pieceSize)
+  // Allocated at the first read, so a reader that waits for its first piece holds no memory.
+  let buffer: Buffer | undefined
   for (let index = first; index <= last; index++) {
     download.setCursor(index)
     await download.waitPiece(index, signal)
@@ -45,7 +50,8 @@ async function * readPieces (download: Download, store: PieceStore, layout: Down
       const from = Math.max(start, offset) - offset
       const to = Math.min(end, offset + pieceLength(index, layout.size, layout.pieceSize)) - offset
       for (let at = from; at < to; at += READ_PART_BYTES) {
-        const part = await piece.read(at, Math.min(READ_PART_BYTES, to - at))
+        buffer ??= Buffer.allocUnsafe(Math.min(READ_PART_BYTES, end - start))
+        const part = await piece.read(at, Math.min(READ_PART_BYTES, to - at), buffer)
         if (index === last && at + READ_PART_BYTES >= to) await download.verified(signal)
         yield part
       }

@@ -6,8 +6,8 @@
  */
 import type { Socket } from 'node:net'
 import { ProtocolError } from '../errors.ts'
-import { writeDataFrames, type PieceChannel, type WriteHooks } from './channel.ts'
-import { MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
+import { writeDataFrames, type PieceChannel, type ReadPart, type WriteHooks } from './channel.ts'
+import { CHUNK_BYTES, MAX_FRAME_BYTES, encodeFrame } from './wire.ts'
 
 const HEADER_BYTES = 4
 
@@ -26,6 +26,8 @@ export class SocketChannel implements PieceChannel {
   private ended = false
   private failure?: Error
   private wake?: () => void
+  /** The buffer that the next piece sent reads its data frames into; undefined while one uses it. */
+  private frameBuffer?: Buffer
 
   constructor (socket: Socket) {
     this.socket = socket
@@ -56,8 +58,19 @@ export class SocketChannel implements PieceChannel {
     await this.send(encodeFrame(message))
   }
 
-  async writeParts (length: number, readPart: (offset: number, length: number) => Promise<Uint8Array>, hooks: WriteHooks = {}): Promise<number> {
-    return await writeDataFrames(length, readPart, hooks, async (frame) => { await this.send(frame) })
+  /**
+   * Reads the data frames into one buffer that the channel keeps for its next piece. send()
+   * resolves only once the socket is done with a frame, so the next read may overwrite it. A
+   * piece sent while another is being sent gets a buffer of its own.
+   */
+  async writeParts (length: number, readPart: ReadPart, hooks: WriteHooks = {}): Promise<number> {
+    const into = this.frameBuffer ?? Buffer.allocUnsafe(CHUNK_BYTES)
+    this.frameBuffer = undefined
+    try {
+      return await writeDataFrames(length, readPart, hooks, async (frame) => { await this.send(frame, frame.buffer === into.buffer) }, into)
+    } finally {
+      this.frameBuffer = into
+    }
   }
 
   /** The buffer is not zeroed first: every byte of it is written before it is returned. */
@@ -89,17 +102,36 @@ export class SocketChannel implements PieceChannel {
     this.notify()
   }
 
-  /** Writes one frame and waits while the socket's send buffer is full. */
-  private async send (payload: Uint8Array): Promise<void> {
+  /**
+   * Writes one frame. A control frame waits only while the socket's send buffer is full. A data
+   * frame (`reused`) waits until the socket has written it, since its buffer is read into again.
+   */
+  private async send (payload: Uint8Array, reused = false): Promise<void> {
     if (this.failure != null) throw this.failure
     if (this.socket.destroyed || this.socket.writableEnded) throw new ProtocolError('the direct connection is closed')
     const header = Buffer.allocUnsafe(HEADER_BYTES)
     header.writeUInt32BE(payload.byteLength)
+    let written: Promise<void> | undefined
     // Corked, so the two writes leave together and no other frame comes between them.
     this.socket.cork()
     this.socket.write(header)
-    if (payload.byteLength > 0) this.socket.write(payload)
+    if (payload.byteLength > 0) {
+      if (reused) {
+        written = new Promise<void>((resolve, reject) => {
+          this.socket.write(payload, (err?: Error | null) => {
+            if (err == null) resolve()
+            else reject(this.failure ?? new ProtocolError('the direct connection closed while sending', { cause: err }))
+          })
+        })
+      } else {
+        this.socket.write(payload)
+      }
+    }
     this.socket.uncork()
+    if (written != null) {
+      await written
+      return
+    }
     if (!this.socket.writableNeedDrain) return
     await new Promise<void>((resolve, reject) => {
       const done = (): void => {
