@@ -9,7 +9,6 @@ import { parseDragonflyConf } from '../src/config/dragonfly.ts'
 import { loadConfig, type LoadOptions } from '../src/config/load.ts'
 import { CONFIG_KEYS, defaultConfig, KEY_SOURCES, type Config } from '../src/config/schema.ts'
 import { formatDuration, formatSize, parseDuration, parseSize } from '../src/config/units.ts'
-import { DEFAULT_PIECE_SIZE } from '../src/content/pieces.ts'
 import { DEFAULT_QUERY_FILTER } from '../src/content/url.ts'
 import { ConfigError } from '../src/errors.ts'
 
@@ -74,7 +73,7 @@ describe('config defaults', () => {
       listen: ['/ip4/0.0.0.0/tcp/0'],
       announce: [],
       allowOrigins: [],
-      pieceSize: DEFAULT_PIECE_SIZE,
+      pieceSize: undefined,
       backSource: true,
       filter: [...DEFAULT_QUERY_FILTER],
       timeoutMs: 0,
@@ -208,7 +207,7 @@ describe('config file location', () => {
   it('empty file gives the defaults', async () => {
     const file = await writeTemp('config.yaml', '# nothing set\n')
     const config = await load({ configPath: file })
-    assert.equal(config.pieceSize, DEFAULT_PIECE_SIZE)
+    assert.equal(config.pieceSize, undefined, "no piece size set: chosen by content size")
   })
 
   it('paths in the file resolve against its directory', async () => {

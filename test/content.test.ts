@@ -131,6 +131,21 @@ describe('piece math', () => {
     assert.equal(pieceAt(big - 1, size), count - 1)
   })
 
+  it('shrinks pieces for small contents', () => {
+    const MiB = 1024 * 1024
+    // Without a configured size: at least 16 pieces where pieces of 1 MiB or more allow it.
+    assert.equal(choosePieceSize(64 * MiB), DEFAULT_PIECE_SIZE)
+    assert.equal(choosePieceSize(63 * MiB), 2 * MiB)
+    assert.equal(choosePieceSize(32 * MiB), 2 * MiB)
+    assert.equal(choosePieceSize(31 * MiB), MiB)
+    assert.equal(choosePieceSize(385), MiB)
+    assert.equal(choosePieceSize(0), MiB)
+    // A configured size applies to small contents too.
+    assert.equal(choosePieceSize(385, 256 * 1024), 256 * 1024)
+    assert.equal(choosePieceSize(3 * MiB, 16 * MiB), 16 * MiB)
+    assert.equal(choosePieceSize(3 * MiB, DEFAULT_PIECE_SIZE), DEFAULT_PIECE_SIZE)
+  })
+
   it('grows pieces for huge contents', () => {
     const huge = 2 * 1024 ** 4
     const chosen = choosePieceSize(huge)

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { taskKeyOf } from '../src/content/keys.ts'
 import { ConfigError } from '../src/errors.ts'
 import { silentLogger } from '../src/log.ts'
 import { ephemeralIdentity } from '../src/p2p/identity.ts'
@@ -69,7 +70,8 @@ describe('direct link server', () => {
     const sent = (async () => {
       for (const piece of pieces) {
         await served.channel.writeParts(piece.byteLength, async (offset, length, into) => {
-          assert.ok(into != null && into.byteLength >= length, 'the channel passes a buffer to read into')
+          assert.ok(into != null, 'the channel passes a buffer to read into')
+          assert.ok(into.byteLength >= length, 'the buffer holds the frame')
           buffers.add(into.buffer)
           into.set(piece.subarray(offset, offset + length))
           return into.subarray(0, length)
@@ -223,6 +225,24 @@ describe('direct links in a download', () => {
     for await (const chunk of peer.readRange(running, 0, body.byteLength)) chunks.push(Buffer.from(chunk))
     assert.equal(createHash('sha256').update(Buffer.concat(chunks)).digest('hex'), createHash('sha256').update(body).digest('hex'))
   }
+
+  it('record of another layout', async () => {
+    const { peer } = await startPair('layout', 0, 0)
+    const body = randomBytes(6 * MiB)
+    const path = '/other-layout.bin'
+    origin.files.set(path, { body })
+    const url = `${base}${path}`
+    // An unfinished download left a record cut in 4 MiB pieces; the supernode now cuts 1 MiB.
+    const { key } = await taskKeyOf(url)
+    await peer.records.set({ key, size: body.byteLength, pieceSize: 4 * MiB, pieces: [], url, updatedAt: Date.now() })
+
+    const first = await peer.open({ url })
+    await assert.rejects(first.done, (err: Error) => err.message.includes('conflicting layouts') && err.message.includes('downloads it again'))
+    for (let i = 0; i < 50 && peer.records.get(key) != null; i++) await sleep(20)
+    assert.equal(peer.records.get(key), undefined, 'the record of the other layout was removed')
+
+    await download(peer, path, body)
+  })
 
   it('pieces go over direct link', async () => {
     const { supernode, peer } = await startPair('on', 0, 0)

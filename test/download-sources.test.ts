@@ -136,7 +136,7 @@ describe('download sources', () => {
   it('flags a supernode gossip found first', async () => {
     const body = randomBytes(10 * MiB)
     origin.files.set('/gossip-first.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'), '127.0.0.1', ['--piece-size', '4MiB'])
     processes.push(supernode.process)
     const peerId = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
 
@@ -158,7 +158,8 @@ describe('download sources', () => {
   const seeded = async (name: string, pieces: number): Promise<{ body: Buffer, supernode: string, holder: PeerId, parts: Awaited<ReturnType<typeof peerParts>>, url: string, key: CID, begin: () => Download }> => {
     const body = randomBytes(pieces * 4 * MiB)
     origin.files.set(`/${name}.bin`, { body })
-    const supernode = await startSupernodeProcess(join(dir, `${name}-supernode`))
+    // The tests count in 4 MiB pieces, which a content this small gets only when configured.
+    const supernode = await startSupernodeProcess(join(dir, `${name}-supernode`), '127.0.0.1', ['--piece-size', '4MiB'])
     processes.push(supernode.process)
     const holder = peerIdFromString(supernode.address.split('/p2p/')[1] ?? '')
     const url = `${base}/${name}.bin`

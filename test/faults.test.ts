@@ -388,7 +388,8 @@ describe('local store', () => {
   it('second fetch reads the first output', async () => {
     const body = randomBytes(5_000_000)
     origin.files.set('/again.bin', { body })
-    const supernode = await startSupernodeProcess(join(dir, 'supernode'))
+    // The checks below count in 4 MiB pieces, which a content this small gets only when configured.
+    const supernode = await startSupernodeProcess(join(dir, 'supernode'), '127.0.0.1', ['--piece-size', '4MiB'])
     processes.push(supernode.process)
     const fetchOnce = (output: string): DfnodeProcess => {
       const child = new DfnodeProcess(['fetch', `${base}/again.bin`, '-o', join(dir, output), '--supernode', supernode.address, '--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'host'), '--json', '--timeout', '60s'])

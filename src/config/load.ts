@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
+import { DEFAULT_PIECE_SIZE } from '../content/pieces.ts'
 import { ConfigError } from '../errors.ts'
 import { parseDragonflyConf } from './dragonfly.ts'
 import { CONFIG_ENV, CONFIG_KEYS, DEFAULT_CONFIG_PATH, DRAGONFLY_CONF_PATH, KEY_SOURCES, defaultConfig, type Config } from './schema.ts'
@@ -85,8 +86,9 @@ export async function loadConfig (options: LoadOptions): Promise<Config> {
 
   // 5. Checks across keys.
   const quotaSource = sources.get('storeQuotaBytes')
-  if (config.storeQuotaBytes < config.pieceSize && quotaSource != null) {
-    throw new ConfigError(`invalid ${describeSetting('storeQuotaBytes', quotaSource, formatSize(config.storeQuotaBytes))}: expected at least pieceSize (${formatSize(config.pieceSize)}), so that the store can hold a piece`)
+  const pieceSize = config.pieceSize ?? DEFAULT_PIECE_SIZE
+  if (config.storeQuotaBytes < pieceSize && quotaSource != null) {
+    throw new ConfigError(`invalid ${describeSetting('storeQuotaBytes', quotaSource, formatSize(config.storeQuotaBytes))}: expected at least pieceSize (${formatSize(pieceSize)}), so that the store can hold a piece`)
   }
 
   return config

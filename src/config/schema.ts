@@ -4,7 +4,6 @@
  */
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { DEFAULT_PIECE_SIZE } from '../content/pieces.ts'
 import { DEFAULT_QUERY_FILTER } from '../content/url.ts'
 
 export interface Config {
@@ -20,8 +19,11 @@ export interface Config {
   announce: string[]
   /** Hosts ("host" or "host:port", "*" for any) a supernode may fetch from; default [] (none). */
   allowOrigins: string[]
-  /** Piece size in bytes for new contents, a power of two from 64 KiB to 64 MiB; default 4 MiB. */
-  pieceSize: number
+  /**
+   * Piece size in bytes for new contents, a power of two from 64 KiB to 64 MiB. Default
+   * undefined: 4 MiB, and 1 or 2 MiB for contents under 64 MiB (see choosePieceSize).
+   */
+  pieceSize: number | undefined
   /** Fetch from the origin when no supernode or peer can supply the content; default true. */
   backSource: boolean
   /** Query parameters dropped from a URL before it is keyed; default DEFAULT_QUERY_FILTER. */
@@ -114,7 +116,7 @@ export function defaultConfig (role: string, home: string = homedir()): Config {
     listen: role === 'supernode' ? [...SUPERNODE_LISTEN] : [...NODE_LISTEN],
     announce: [],
     allowOrigins: [],
-    pieceSize: DEFAULT_PIECE_SIZE,
+    pieceSize: undefined,
     backSource: true,
     filter: [...DEFAULT_QUERY_FILTER],
     timeoutMs: 0,

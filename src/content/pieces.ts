@@ -3,7 +3,7 @@
  * `pieceSize` bytes; the last piece is the remainder. A 0-byte content has no pieces.
  */
 
-/** Default piece size: 4 MiB (see docs/architecture.md for the measurement behind it). */
+/** Piece size of contents of 64 MiB and more when none is configured: 4 MiB (see docs/architecture.md). */
 export const DEFAULT_PIECE_SIZE = 4 * 1024 * 1024
 
 /** Largest number of pieces a content may have; larger contents get bigger pieces. */
@@ -13,9 +13,22 @@ export const MAX_PIECES = 65_536
 export const MIN_PIECE_SIZE = 64 * 1024
 export const MAX_PIECE_SIZE = 64 * 1024 * 1024
 
-/** Chooses the piece size for a content: the default, doubled until the piece count fits MAX_PIECES. */
-export function choosePieceSize (size: number, preferred = DEFAULT_PIECE_SIZE): number {
-  let pieceSize = preferred
+/** Piece count below which a content gets smaller pieces, down to SMALL_PIECE_SIZE. */
+export const MIN_PIECES_PER_CONTENT = 16
+
+/** Smallest piece size that a small content is cut into. */
+export const SMALL_PIECE_SIZE = 1024 * 1024
+
+/**
+ * Chooses the piece size for a content. Without a configured size, DEFAULT_PIECE_SIZE is halved
+ * while the content has fewer than MIN_PIECES_PER_CONTENT pieces, down to SMALL_PIECE_SIZE.
+ * Either size is then doubled until the piece count fits MAX_PIECES.
+ */
+export function choosePieceSize (size: number, configured?: number): number {
+  let pieceSize = configured ?? DEFAULT_PIECE_SIZE
+  if (configured == null) {
+    while (pieceSize / 2 >= SMALL_PIECE_SIZE && size < pieceSize * MIN_PIECES_PER_CONTENT) pieceSize /= 2
+  }
   while (Math.ceil(size / pieceSize) > MAX_PIECES && pieceSize < MAX_PIECE_SIZE) pieceSize *= 2
   return pieceSize
 }

@@ -30,8 +30,8 @@ export interface SeedServiceComponents {
 }
 
 export interface SeedServiceInit {
-  /** Piece size for new contents, in bytes. */
-  pieceSize: number
+  /** Piece size for new contents, in bytes; undefined chooses by size (see choosePieceSize). */
+  pieceSize?: number
 }
 
 /** Largest number of CIDs sent in one frame. */

@@ -22,7 +22,8 @@ export interface SeedTaskInit {
   headers: Record<string, string>
   /** Expected content CID when the request named a digest. */
   expected?: CID
-  pieceSize: number
+  /** Piece size in bytes; undefined chooses by size (see choosePieceSize). */
+  pieceSize?: number
 }
 
 export interface SeedTaskComponents {

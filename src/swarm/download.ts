@@ -68,8 +68,8 @@ export interface DownloadInit {
   supernodes: string[]
   /** Fetch from the origin when no supernode or holder can supply a piece. */
   backSource: boolean
-  /** Piece size used when this peer cuts the content itself, in bytes. */
-  pieceSize: number
+  /** Piece size used when this peer cuts the content itself, in bytes; undefined chooses by size. */
+  pieceSize?: number
   /**
    * Requests in flight per peer. Default 2. A holder splits its upload between the requests it
    * serves, so with fewer of them each piece arrives sooner and its receiver can pass it on sooner.
@@ -216,6 +216,8 @@ export class Download {
    * peer's manifest, or the record of a download that did not finish. Readers then wait for it.
    */
   private cidsUnproven = false
+  /** The error that a second, different layout raised: failing with it removes the content's record. */
+  private layoutConflict?: Error
   /** Readers that hold the pins (see `hold`), and whether `release` waits for them. */
   private readers = 0
   private releaseRequested = false
@@ -537,6 +539,8 @@ export class Download {
         return 'unreachable'
       }
       if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
+      // A supernode that cuts the content differently from this host's record cannot supply it.
+      if (err === this.layoutConflict) throw err
       if (this.finished || this.failure != null) return 'done'
       logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, hasNext ? 'lost the supernode; continuing with peers, retrying it, then the next supernode' : 'lost the supernode; continuing with peers and retrying it')
       source.has.clear()
@@ -599,7 +603,8 @@ export class Download {
   private setLayout (layout: DownloadLayout): void {
     if (this.layout != null) {
       if (this.layout.size !== layout.size || this.layout.pieceSize !== layout.pieceSize) {
-        throw new ProtocolError(`conflicting layouts for ${this.key.toString()}: ${this.layout.size}/${this.layout.pieceSize} and ${layout.size}/${layout.pieceSize}`)
+        this.layoutConflict = new ProtocolError(`conflicting layouts for ${this.key.toString()}: size ${this.layout.size} in pieces of ${this.layout.pieceSize} bytes, and size ${layout.size} in pieces of ${layout.pieceSize}; the content's record on this host is removed, so the next request downloads it again`)
+        throw this.layoutConflict
       }
       return
     }
@@ -1241,8 +1246,9 @@ export class Download {
   private fail (err: Error): void {
     if (this.finished || this.failure != null) return
     this.failure = err
-    // Piece CIDs that do not add up to the expected content must not key it on the next run.
-    if (err instanceof VerificationError) {
+    // Piece CIDs that do not add up to the expected content must not key it on the next run. A
+    // record whose layout differs from the supernode's (another piece size) would fail every run.
+    if (err instanceof VerificationError || err === this.layoutConflict) {
       this.components.records.delete(this.key).catch((cause: Error) => {
         this.components.logger.warn({ key: this.key.toString(), err: cause.message }, 'content record not deleted')
       })

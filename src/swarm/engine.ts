@@ -35,7 +35,8 @@ export interface EngineInit {
   /** Origins the engine may fetch from ("host", "host:port" or "*"); undefined allows all. */
   allowOrigins?: string[]
   backSource: boolean
-  pieceSize: number
+  /** Piece size of contents this node cuts itself; undefined chooses by size. */
+  pieceSize?: number
   filter?: string[]
   storeQuotaBytes?: number
   /** Upload limit in bytes per second; 0 or undefined for none. */
