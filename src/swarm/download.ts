@@ -182,6 +182,11 @@ interface Flight {
 
 type PieceFrom = 'supernode' | 'peer' | 'origin' | 'local'
 
+/** Returns true when two layouts number the same pieces: one piece or none is the same whatever its size. */
+function sameLayout (a: { size: number, pieceSize: number, count: number }, b: { size: number, pieceSize: number, count: number }): boolean {
+  return a.size === b.size && (a.pieceSize === b.pieceSize || (a.count <= 1 && b.count <= 1))
+}
+
 export class Download {
   readonly key: CID
   readonly stats: DownloadStats = { fromSupernode: 0, fromPeers: 0, fromOrigin: 0, fromLocal: 0 }
@@ -216,8 +221,6 @@ export class Download {
    * peer's manifest, or the record of a download that did not finish. Readers then wait for it.
    */
   private cidsUnproven = false
-  /** The error that a second, different layout raised: failing with it removes the content's record. */
-  private layoutConflict?: Error
   /** Readers that hold the pins (see `hold`), and whether `release` waits for them. */
   private readers = 0
   private releaseRequested = false
@@ -539,8 +542,6 @@ export class Download {
         return 'unreachable'
       }
       if (err instanceof DfnodeError && !(err instanceof ProtocolError)) throw err
-      // A supernode that cuts the content differently from this host's record cannot supply it.
-      if (err === this.layoutConflict) throw err
       if (this.finished || this.failure != null) return 'done'
       logger.warn({ supernode: address, key: this.key.toString(), attempt, err: (err as Error).message }, hasNext ? 'lost the supernode; continuing with peers, retrying it, then the next supernode' : 'lost the supernode; continuing with peers and retrying it')
       source.has.clear()
@@ -602,9 +603,8 @@ export class Download {
 
   private setLayout (layout: DownloadLayout): void {
     if (this.layout != null) {
-      if (this.layout.size !== layout.size || this.layout.pieceSize !== layout.pieceSize) {
-        this.layoutConflict = new ProtocolError(`conflicting layouts for ${this.key.toString()}: size ${this.layout.size} in pieces of ${this.layout.pieceSize} bytes, and size ${layout.size} in pieces of ${layout.pieceSize}; the content's record on this host is removed, so the next request downloads it again`)
-        throw this.layoutConflict
+      if (!sameLayout(this.layout, layout)) {
+        throw new ProtocolError(`conflicting layouts for ${stripQuery(this.init.url)}: size ${this.layout.size} in pieces of ${this.layout.pieceSize} bytes, and size ${layout.size} in pieces of ${layout.pieceSize} bytes; hosts that cut a content differently cannot exchange its pieces, so set the same pieceSize on every host, or on none`)
       }
       return
     }
@@ -718,8 +718,13 @@ export class Download {
           this.components.logger.debug({ peer: source.id, err: (err as Error).message }, 'ignored an invalid manifest')
         }
       }
-      if (response.bits != null && this.layout != null) {
-        for (let index = 0; index < this.layout.count; index++) if (bitIsSet(response.bits, index)) source.has.add(index)
+      // A holder that cut the content in pieces of another size numbers other pieces.
+      const layout = this.layout
+      const { size, pieceSize } = response
+      if (layout != null && size != null && pieceSize != null && !sameLayout(layout, { size, pieceSize, count: pieceCount(size, pieceSize) })) {
+        this.components.logger.debug({ peer: source.id, size, pieceSize }, 'ignored the bitfield of a holder with another piece size')
+      } else if (response.bits != null && layout != null) {
+        for (let index = 0; index < layout.count; index++) if (bitIsSet(response.bits, index)) source.has.add(index)
       }
       this.schedule()
     } catch (err) {
@@ -1246,9 +1251,8 @@ export class Download {
   private fail (err: Error): void {
     if (this.finished || this.failure != null) return
     this.failure = err
-    // Piece CIDs that do not add up to the expected content must not key it on the next run. A
-    // record whose layout differs from the supernode's (another piece size) would fail every run.
-    if (err instanceof VerificationError || err === this.layoutConflict) {
+    // Piece CIDs that do not add up to the expected content must not key it on the next run.
+    if (err instanceof VerificationError) {
       this.components.records.delete(this.key).catch((cause: Error) => {
         this.components.logger.warn({ key: this.key.toString(), err: cause.message }, 'content record not deleted')
       })

@@ -1,6 +1,6 @@
 /**
  * Freeing of received piece buffers once the download is done with them. Each
- * piece arrives in a buffer of its own (4 MiB by default). V8 frees such a
+ * piece arrives in a buffer of its own (up to 4 MiB by default). V8 frees such a
  * buffer only in a full garbage collection, which it starts once about 64 MiB
  * of them have piled up, so dead pieces held tens of MiB of RSS. Detaching
  * the buffer frees its memory at once. A view of a detached buffer has length
