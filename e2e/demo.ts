@@ -112,7 +112,7 @@ try {
     `peer ${index}`, seconds.toFixed(1), (summary.fromSupernode / MiB).toFixed(0), (summary.fromPeers / MiB).toFixed(0), (summary.fromOrigin / MiB).toFixed(0), 'yes'
   ])
   printTable(['peer', 'time s', 'from supernode MiB', 'from peers MiB', 'from origin MiB', 'sha256 ok'], rows)
-  process.stdout.write(`\norigin served ${(stats.bodyBytes / MiB).toFixed(1)} MiB for a ${(size / MiB).toFixed(0)} MiB file (${(stats.bodyBytes / size).toFixed(2)}x) to ${peerCount} peers\n`)
+  process.stdout.write(`\norigin served ${(stats.bodyBytes / MiB).toFixed(1)} MiB for a ${(size / MiB).toFixed(0)} MiB file (${(stats.bodyBytes / size).toFixed(2)}x), which ${peerCount} peers fetched through the supernode and each other\n`)
 } finally {
   await cleanup()
 }

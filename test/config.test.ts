@@ -364,7 +364,7 @@ describe('config validation', () => {
     const file = await writeTemp('config.yaml', 'pieceSize: 3MiB\n')
     await assert.rejects(load({ configPath: file }), {
       name: 'ConfigError',
-      message: `invalid pieceSize "3MiB" in ${file}: expected a power of two from 64KiB to 64MiB`
+      message: `invalid pieceSize "3MiB" in ${file}: expected a power of two from 64KiB to 64MiB such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
     })
   })
 

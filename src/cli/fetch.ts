@@ -23,7 +23,7 @@ export function createFetchCommand (fetch?: typeof fetchFile): Command {
     arguments: '<url>',
     description: [
       'Download a file through the swarm: from peers and supernodes, from the origin only as a last resort.',
-      'Exit codes: 0 done, 1 other failure (a file or system error), 2 invalid input or a setting that cannot be used (such as a port in use), 3 not found at the origin, 4 verification failed, 5 timed out, 6 other origin error, 7 no source reachable.'
+      'Exit codes: 0 done, 1 other failure (a file or system error), 2 invalid input or a setting that cannot be used (such as a port in use), 3 not found at the origin, 4 verification failed, 5 timed out, 6 origin unreachable or other origin error, 7 no supernode, peer or origin to fetch from, 130 interrupted (SIGINT), 143 stopped (SIGTERM).'
     ],
     options: [
       { name: 'output', short: 'o', type: 'string', description: 'File to write (default: the last segment of the URL path, in the current directory)' },

@@ -142,7 +142,7 @@ function toOrigins (raw: unknown, context: ValueContext): string[] {
 }
 
 function toPieceSize (raw: unknown, context: ValueContext): number {
-  const expected = `a power of two from ${formatSize(MIN_PIECE_SIZE)} to ${formatSize(MAX_PIECE_SIZE)}`
+  const expected = `a power of two from ${formatSize(MIN_PIECE_SIZE)} to ${formatSize(MAX_PIECE_SIZE)} such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
   const bytes = toSize(raw, context, expected)
   const powerOfTwo = (bytes & (bytes - 1)) === 0
   if (bytes < MIN_PIECE_SIZE || bytes > MAX_PIECE_SIZE || !powerOfTwo) throw invalidValue(context, raw, expected)
