@@ -21,6 +21,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { pino } from 'pino'
 import type { CID } from 'multiformats/cid'
 import { cidOfBytes, cidToDigest, digestToCid } from '../src/content/ids.ts'
@@ -149,6 +150,47 @@ describe('download sources', () => {
     const second = await startDownload(`${base}/gossip-first.bin`, supernode.address, peerId, 3)
     assert.deepEqual(second.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })
     assert.equal(origin.served.get('/gossip-first.bin'), body.byteLength)
+  })
+
+  it('ignores a holder of another piece size', async () => {
+    const body = randomBytes(6 * MiB)
+    origin.files.set('/other-size.bin', { body })
+    const url = `${base}/other-size.bin`
+    const { key } = await taskKeyOf(url)
+    // The holder cut the content in 1 MiB pieces, the supernode of this download cuts 4 MiB pieces.
+    const holder = await startSupernodeProcess(join(dir, 'other-size-holder'), '127.0.0.1', ['--piece-size', '1MiB'])
+    processes.push(holder.process)
+    // The supernode sends slowly, so the end game would ask the holder for copies if it could.
+    const supernode = await startSupernodeProcess(join(dir, 'other-size-supernode'), '127.0.0.1', ['--piece-size', '4MiB', '--upload-rate', '1MiB'])
+    processes.push(supernode.process)
+    const holderId = peerIdFromString(holder.address.split('/p2p/')[1] ?? '')
+    // A download through the holder makes it fetch and cut the content.
+    const warm = new Download({ key, url, headers: {}, filter: [], supernodes: [holder.address], backSource: false }, { ...await peerParts(), discovery: gossipFirst([], 0) })
+    warm.start()
+    await warm.done
+
+    // The holder turns up as a DHT provider once the download has the supernode's layout.
+    const lines: Array<Record<string, unknown>> = []
+    const parts = await peerParts()
+    let download: Download | undefined
+    const discovery = {
+      watch: () => () => {},
+      announce: () => {},
+      provide: () => {},
+      findProviders: async function * () {
+        for (let i = 0; i < 250 && download?.layout == null; i++) await sleep(20)
+        yield { id: holderId, multiaddrs: [multiaddr(holder.address.split('/p2p/')[0] ?? '')] }
+      }
+    } as unknown as Discovery
+    download = new Download({ key, url, headers: {}, filter: [], supernodes: [supernode.address], backSource: false }, { ...parts, logger: recordingLogger(lines, 'trace'), discovery })
+    download.start()
+    await download.done
+
+    assert.equal(download.layout?.pieceSize, 4 * MiB)
+    assert.deepEqual(download.stats, { fromSupernode: body.byteLength, fromPeers: 0, fromOrigin: 0, fromLocal: 0 })
+    for (let i = 0; i < 50 && !lines.some(line => line.msg === 'ignored the bitfield of a holder with another piece size'); i++) await sleep(20)
+    assert.ok(lines.some(line => line.msg === 'ignored the bitfield of a holder with another piece size' && line.peer === holderId.toString()), 'the holder was asked and its bitfield ignored')
+    assert.equal(lines.filter(line => line.msg === 'piece requested' && line.peer === holderId.toString()).length, 0, 'no piece was requested from the holder')
   })
 
   /**
