@@ -204,6 +204,13 @@ describe('config file location', () => {
     assert.equal(config.seedMs, 9000)
   })
 
+  it('auto piece size overrides a set one', async () => {
+    const file = await writeTemp('config.yaml', 'pieceSize: 1MiB\n')
+    assert.equal((await load({ configPath: file })).pieceSize, 1024 * 1024)
+    assert.equal((await load({ configPath: file, env: { DFNODE_PIECE_SIZE: 'auto' } })).pieceSize, undefined)
+    assert.equal((await load({ configPath: file, flags: { pieceSize: 'auto' } })).pieceSize, undefined)
+  })
+
   it('empty file gives the defaults', async () => {
     const file = await writeTemp('config.yaml', '# nothing set\n')
     const config = await load({ configPath: file })
@@ -364,7 +371,7 @@ describe('config validation', () => {
     const file = await writeTemp('config.yaml', 'pieceSize: 3MiB\n')
     await assert.rejects(load({ configPath: file }), {
       name: 'ConfigError',
-      message: `invalid pieceSize "3MiB" in ${file}: expected a power of two from 64KiB to 64MiB such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
+      message: `invalid pieceSize "3MiB" in ${file}: expected "auto", or a power of two from 64KiB to 64MiB such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
     })
   })
 

@@ -141,8 +141,10 @@ function toOrigins (raw: unknown, context: ValueContext): string[] {
   })
 }
 
-function toPieceSize (raw: unknown, context: ValueContext): number {
-  const expected = `a power of two from ${formatSize(MIN_PIECE_SIZE)} to ${formatSize(MAX_PIECE_SIZE)} such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
+/** Parses a piece size; "auto" gives undefined, which chooses the size by content size. */
+function toPieceSize (raw: unknown, context: ValueContext): number | undefined {
+  if (raw === 'auto') return undefined
+  const expected = `"auto", or a power of two from ${formatSize(MIN_PIECE_SIZE)} to ${formatSize(MAX_PIECE_SIZE)} such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`
   const bytes = toSize(raw, context, expected)
   const powerOfTwo = (bytes & (bytes - 1)) === 0
   if (bytes < MIN_PIECE_SIZE || bytes > MAX_PIECE_SIZE || !powerOfTwo) throw invalidValue(context, raw, expected)
