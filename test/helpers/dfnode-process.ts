@@ -30,6 +30,12 @@ function shebangOptions (script: string): string[] {
   return match[1]!.split(' ').filter(option => option !== '')
 }
 
+/** Children still running. A test file that crashes ends without its after hooks, so these go with it. */
+const running = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL')
+})
+
 export class DfnodeProcess {
   readonly child: ChildProcess
   readonly lines: string[] = []
@@ -39,6 +45,8 @@ export class DfnodeProcess {
 
   constructor (args: string[], env: NodeJS.ProcessEnv = {}) {
     this.child = spawn(NODE, dfnodeArgv(args), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    running.add(this.child)
+    this.child.once('exit', () => { running.delete(this.child) })
     createInterface({ input: this.child.stdout! }).on('line', line => {
       this.lines.push(line)
       for (const waiter of [...this.lineWaiters]) {
