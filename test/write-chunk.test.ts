@@ -11,7 +11,7 @@ import { writeChunk } from '../src/write-chunk.ts'
 
 const MiB = 1024 * 1024
 
-/** A connected pair on loopback; the accepted side starts paused. */
+/** Opens a connected pair of sockets on loopback. The accepted side starts paused. */
 async function socketPair (): Promise<{ sender: net.Socket, receiver: net.Socket, close: () => void }> {
   const server = net.createServer({ pauseOnConnect: true })
   server.listen(0, '127.0.0.1')

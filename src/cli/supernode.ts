@@ -19,7 +19,7 @@ export function createSupernodeCommand (start?: typeof startSupernode): Command 
       { name: 'listen', type: 'string', description: 'Multiaddr to listen on; repeatable (default: /ip4/0.0.0.0/tcp/8002)' },
       { name: 'announce', type: 'string', description: 'Extra multiaddr to advertise to peers; repeatable (default: none)' },
       { name: 'allow-origin', type: 'string', description: 'Host (host or host:port, * for any) the supernode may fetch from; repeatable (default: none)' },
-      { name: 'piece-size', type: 'string', description: 'Piece size of every content: bytes or with a unit, a power of two from 64KiB to 64MiB; auto: 4MiB, and 2MiB or 1MiB for contents under 64MiB (default: auto)' },
+      { name: 'piece-size', type: 'string', description: 'Piece size of every content: bytes or with a unit, a power of two from 64KiB to 64MiB. auto chooses 4MiB, and 2MiB or 1MiB for contents under 64MiB (default: auto)' },
       { name: 'store-quota', type: 'string', description: 'Size limit of the piece store: bytes or with a unit such as 500GB or 1TiB (default: 20GiB)' },
       { name: 'upload-rate', type: 'string', description: 'Upload limit for pieces sent to other peers: bytes per second or a size such as 10MiB (default: 0, no limit)' },
       { name: 'data-port', type: 'string', description: 'TCP port of direct links, which carry pieces over TLS beside libp2p: 1 to 65535, 0 for one the system picks, off for none (default: 0)' }

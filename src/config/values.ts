@@ -141,7 +141,7 @@ function toOrigins (raw: unknown, context: ValueContext): string[] {
   })
 }
 
-/** Parses a piece size; "auto" gives undefined, which chooses the size by content size. */
+/** Parses a piece size. "auto" gives undefined, which chooses the size by content size. */
 function toPieceSize (raw: unknown, context: ValueContext): number | undefined {
   if (raw === 'auto') return undefined
   const expected = `"auto", or a power of two from ${formatSize(MIN_PIECE_SIZE)} to ${formatSize(MAX_PIECE_SIZE)} such as 1MiB or 4MiB (KB and MB count in powers of 1000, so 4MB is none)`

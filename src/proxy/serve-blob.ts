@@ -140,8 +140,8 @@ async function sendBody (context: ServeBlobContext, req: IncomingMessage, res: S
   if (partial) responseHeaders['content-range'] = `bytes ${start}-${end - 1}/${handle.size}`
   res.writeHead(partial ? 206 : 200, responseHeaders)
 
-  // 7. Stream the body in order; resume from the upstream if the blob source fails. Each write
-  //    waits until the socket is done with the chunk, whose buffer the source reuses.
+  // 7. Stream the body in order, and resume from the upstream if the blob source fails. Each
+  //    write waits until the socket is done with the chunk, because the source reuses its buffer.
   let offset = start
   // A failed write means the client is gone, not that the blob source failed.
   let clientGone = false

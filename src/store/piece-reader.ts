@@ -9,7 +9,7 @@ export interface PieceReader {
   readonly size: number
   /**
    * Reads `length` bytes from `offset`. The range must lie within the piece. A reader of a file
-   * reads into `into` when it is given and holds `length` bytes, and returns a view of it.
+   * reads into `into` when it is given and has room for `length` bytes, and returns a view of it.
    */
   read: (offset: number, length: number, into?: Uint8Array) => Promise<Uint8Array>
   /** Releases the file and the pin. Calling it again does nothing. */

@@ -30,7 +30,7 @@ export interface SeedServiceComponents {
 }
 
 export interface SeedServiceInit {
-  /** Piece size for new contents, in bytes; undefined chooses by size (see choosePieceSize). */
+  /** Piece size for new contents, in bytes. Undefined chooses it by content size (see choosePieceSize). */
   pieceSize?: number
 }
 

@@ -22,7 +22,7 @@ export interface SeedTaskInit {
   headers: Record<string, string>
   /** Expected content CID when the request named a digest. */
   expected?: CID
-  /** Piece size in bytes; undefined chooses by size (see choosePieceSize). */
+  /** Piece size in bytes. Undefined chooses it by content size (see choosePieceSize). */
   pieceSize?: number
 }
 

@@ -14,8 +14,8 @@ export interface WriteHooks {
 }
 
 /**
- * Reads `length` bytes of a piece from `offset`. A channel that is done with each frame when
- * sending it ends passes `into`, a buffer it reuses for the next frame, to read into.
+ * Reader of `length` bytes of a piece from `offset`. A channel that has finished with a frame
+ * once its send resolves passes `into`, one buffer for all frames, to read into.
  */
 export type ReadPart = (offset: number, length: number, into?: Uint8Array) => Promise<Uint8Array>
 

@@ -68,7 +68,7 @@ export interface DownloadInit {
   supernodes: string[]
   /** Fetch from the origin when no supernode or holder can supply a piece. */
   backSource: boolean
-  /** Piece size used when this peer cuts the content itself, in bytes; undefined chooses by size. */
+  /** Piece size used when this peer cuts the content itself, in bytes. Undefined chooses it by content size. */
   pieceSize?: number
   /**
    * Requests in flight per peer. Default 2. A holder splits its upload between the requests it
@@ -719,6 +719,8 @@ export class Download {
         }
       }
       // A holder that cut the content in pieces of another size numbers other pieces.
+      // NOTE: gossip HAVEs carry no layout, so a holder that gossip announces is still asked for
+      // pieces. Its answers then fail verification until the download drops it (not tested).
       const layout = this.layout
       const { size, pieceSize } = response
       if (layout != null && size != null && pieceSize != null && !sameLayout(layout, { size, pieceSize, count: pieceCount(size, pieceSize) })) {

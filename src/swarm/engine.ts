@@ -35,7 +35,7 @@ export interface EngineInit {
   /** Origins the engine may fetch from ("host", "host:port" or "*"); undefined allows all. */
   allowOrigins?: string[]
   backSource: boolean
-  /** Piece size of contents this node cuts itself; undefined chooses by size. */
+  /** Piece size of contents this node cuts itself. Undefined chooses it by content size. */
   pieceSize?: number
   filter?: string[]
   storeQuotaBytes?: number
@@ -210,7 +210,7 @@ export class Engine {
     download.release()
   }
 
-  /** Yields bytes [start, end) of a content in order, as verified pieces arrive; each part is valid until the next (see readRange). */
+  /** Yields bytes [start, end) of a content in order, as verified pieces arrive. Each part is valid until the next (see readRange). */
   readRange (download: Download, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     return readRange(download, this.store, start, end, signal)
   }

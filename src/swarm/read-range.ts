@@ -37,7 +37,7 @@ export async function * readRange (download: Download, store: PieceStore, start:
 async function * readPieces (download: Download, store: PieceStore, layout: DownloadLayout, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const first = pieceAt(start, layout.pieceSize)
   const last = pieceAt(end - 1, layout.pieceSize)
-  // Allocated at the first read, so a reader that waits for its first piece holds no memory.
+  // Allocated at the first read, so a reader that waits for its first piece takes no memory.
   let buffer: Buffer | undefined
   for (let index = first; index <= last; index++) {
     download.setCursor(index)
